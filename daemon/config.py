@@ -48,9 +48,10 @@ class Config:
     chash_radius: int = 3
     cosine_threshold: float = 0.80  # CNN cosine similarity that confirms a pair on its own
     match_rotations: bool = True  # copies rotated by 90/180/270 degrees or mirrored count as duplicates
-    verify_low: float = 0.50  # below cosine_threshold but above this: ask the rotation search (hashing.geometry)
-    verify_threshold: float = 0.85  # central-crop cosine the rotation search must reach
-    verify_max_candidates: int = 3  # grey-zone candidates checked per new file (each costs a decode + CNN passes)
+    verify_inliers: int = 18  # geometric agreement (hashing.geometry) a pair over cosine_threshold needs
+    verify_low: float = 0.50  # grey zone: below cosine_threshold but above this ...
+    grey_inliers: int = 40  # ... a pair needs this much geometric agreement
+    verify_max_candidates: int = 3  # grey-zone candidates checked per new file
     hnsw_k: int = 16
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
@@ -58,6 +59,7 @@ class Config:
     # throughput
     workers: int = 2
     batch_size: int = 16
+    local_cache: int = 2048  # recent files whose local descriptors stay in memory (~44 KB each)
     device: str | None = None  # "cpu", "cuda"; None = CUDA when present
 
     @property

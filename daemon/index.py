@@ -47,14 +47,15 @@ def _file_digest(path: Path) -> str:
 
 
 class EmbeddingIndex:
-    def __init__(self, params: IndexParams, capacity: int = 1024) -> None:
+    def __init__(self, params: IndexParams, capacity: int = 1024, _init: bool = True) -> None:
         self.params = params
         self.gen = 0
         self.live: set[int] = set()
         self._lock = threading.RLock()
         self._index = hnswlib.Index(space="cosine", dim=params.dim)
-        self._index.init_index(max_elements=max(capacity, 1024), M=params.m, ef_construction=params.ef_construction)
-        self._index.set_ef(params.ef)
+        if _init:
+            self._index.init_index(max_elements=max(capacity, 1024), M=params.m, ef_construction=params.ef_construction)
+            self._index.set_ef(params.ef)
         self._labels: set[int] = set()  # every label ever added, live or marked deleted
 
     def __len__(self) -> int:
@@ -166,7 +167,7 @@ class EmbeddingIndex:
             raise IndexError_("index was built for another model or format")
         if path.stat().st_size != meta.get("size") or _file_digest(path) != meta.get("digest"):
             raise IndexError_("index file does not match its checksum (torn or corrupt)")
-        self = cls(params, capacity=1024)
+        self = cls(params, _init=False)
         try:
             self._index.load_index(str(path))
         except Exception as e:

@@ -4,8 +4,9 @@ Candidates come from three places: files with the same content hash (exact copie
 hash lies within a loose Hamming radius of any dihedral view of the new file (cheap, and the only way rotated or
 mirrored copies are found without embedding eight views of everything), and the HNSW neighbours of the new file's
 embedding (crops, re-encodes and colour edits that move the hashes). A candidate becomes a pair only when the
-CNN's cosine similarity clears the threshold: the hashes never decide on their own. Candidates in the grey zone
-below it get a second opinion from the rotation search on central crops (hashing.geometry).
+CNN's cosine similarity clears the threshold and the geometric verification (hashing.geometry) finds the same
+photograph, not just the same texture; the hashes never decide on their own. Candidates in the grey zone below
+the threshold (rotated by a few tens of degrees, heavily edited) pass on strong geometric agreement alone.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from daemon.config import Config
 from daemon.index import EmbeddingIndex
 from hashing.embedding import Embedder
-from hashing.geometry import central_crop, rotated_crops
+from hashing.geometry import affine_inliers
 from hashing.hamming import HammingIndex
 from hashing.perceptual import hamming
 from hashing.views import IDENTITY, dihedral
@@ -34,7 +35,7 @@ class Match:
     hamming: int
     cosine: float
     view: int = IDENTITY  # the view of the new image that matched
-    verified: float | None = None  # central-crop cosine of the rotation search, when that decided
+    inliers: int | None = None  # local matches that agree on one geometric map (hashing.geometry)
 
 
 @dataclass
@@ -44,7 +45,8 @@ class Probe:
     ahash_views: tuple[int, ...]
     chash: int
     embedding: np.ndarray
-    pixels: np.ndarray | None = None
+    local: np.ndarray | None = None  # (H, W, C) local descriptors of the upright view
+    pixels: np.ndarray | None = None  # CNN input, for the other dihedral views
 
 
 class Matcher:
@@ -53,10 +55,10 @@ class Matcher:
         cfg: Config,
         embedder: Embedder,
         index: EmbeddingIndex,
-        load_pixels: Callable[[int], np.ndarray | None] | None = None,
+        load_local: Callable[[int], np.ndarray | None] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.load_pixels = load_pixels  # a stored file's CNN-size pixels, re-read from disk for verification
+        self.load_local = load_local  # a stored file's local descriptors (cached, or recomputed from disk)
         self.embedder = embedder
         self.index = index
         self.ahashes = HammingIndex()
@@ -98,57 +100,69 @@ class Matcher:
         found.pop(exclude, None)  # type: ignore[arg-type]
         return {i: v for i, (_, v) in found.items() if i in self.index.live}
 
-    def _view_embedding(self, probe: Probe, view: int, cache: dict[int, np.ndarray]) -> np.ndarray:
+    def _view(self, probe: Probe, view: int, cache: dict[int, tuple[np.ndarray, np.ndarray | None]]):
+        """(embedding, local map) of a dihedral view of the probe, computed once per view."""
         if view not in cache:
-            cache[view] = self.embedder.embed(dihedral(probe.pixels, view)[None])[0]  # type: ignore[arg-type]
+            if view == IDENTITY:
+                cache[view] = (probe.embedding, probe.local)
+            else:
+                g, loc = self.embedder.embed_with_local(dihedral(probe.pixels, view)[None])  # type: ignore[arg-type]
+                cache[view] = (g[0], loc[0])
         return cache[view]
 
-    def score(self, probe: Probe, cands: dict[int, int]) -> list[tuple[int, float, int]]:
+    def score(self, probe: Probe, cands: dict[int, int], cache: dict | None = None) -> list[tuple[int, float, int]]:
         """(id, best cosine, view) per candidate: the identity view, or the dihedral view whose hash found it."""
         if not cands:
             return []
+        cache = {} if cache is None else cache
         ids = list(cands)
         vecs = self.index.vectors(ids)
         sims = vecs @ probe.embedding.astype(np.float32)
-        cache: dict[int, np.ndarray] = {}
+        if probe.pixels is not None:  # embed every dihedral view that may be needed in one CNN batch
+            wanted = sorted(
+                {cands[i] for i, s in zip(ids, sims.tolist()) if cands[i] != IDENTITY and s < self.cfg.cosine_threshold}
+                - set(cache)
+            )
+            if wanted:
+                g, loc = self.embedder.embed_with_local(np.stack([dihedral(probe.pixels, v) for v in wanted]))
+                cache.update({v: (g[n], loc[n]) for n, v in enumerate(wanted)})
         out = []
         for n, (fid, sim) in enumerate(zip(ids, sims.tolist())):
             view = cands[fid]
             best, best_view = sim, IDENTITY
-            if view != IDENTITY and probe.pixels is not None:
-                rotated = float(vecs[n] @ self._view_embedding(probe, view, cache))
+            if view != IDENTITY and view in cache:
+                rotated = float(vecs[n] @ cache[view][0])
                 if rotated > best:
                     best, best_view = rotated, view
             out.append((fid, min(best, 1.0), best_view))
         out.sort(key=lambda t: -t[1])
         return out
 
-    def verify(self, probe: Probe, file_id: int, cache: dict[str, np.ndarray]) -> float:
-        """Rotation search on central crops (hashing.geometry); 0.0 when the candidate cannot be read."""
-        if probe.pixels is None or self.load_pixels is None:
-            return 0.0
-        other = self.load_pixels(file_id)
-        if other is None:
-            return 0.0
-        if "crops" not in cache:
-            cache["crops"] = self.embedder.embed(rotated_crops(probe.pixels))
-        ref = self.embedder.embed(central_crop(other)[None])[0]
-        return float((cache["crops"] @ ref).max())
+    def inliers(self, probe: Probe, file_id: int, view: int, cache: dict) -> int | None:
+        """Geometric verification (hashing.geometry); None when either side's local map is unavailable."""
+        mine = self._view(probe, view, cache)[1] if probe.pixels is not None or view == IDENTITY else None
+        theirs = self.load_local(file_id) if self.load_local is not None else None
+        if mine is None or theirs is None:
+            return None
+        return affine_inliers(mine, theirs, seed=file_id)
 
     def find(self, probe: Probe, exclude: int | None = None) -> list[Match]:
+        """Pairs for a new file: cosine over the threshold and geometry agreeing, or a grey-zone cosine with
+        geometry agreeing strongly (a rotated or heavily edited copy)."""
         cfg = self.cfg
+        cache: dict = {}
         matches: list[Match] = []
-        grey: list[tuple[int, float, int]] = []
-        for fid, sim, view in self.score(probe, self.candidates(probe, exclude)):
+        grey_checked = 0
+        for fid, sim, view in self.score(probe, self.candidates(probe, exclude), cache):
             if sim >= cfg.cosine_threshold:
-                matches.append(Match(fid, "near", self._hamming(probe, fid, view), sim, view))
-            elif sim >= cfg.verify_low:
-                grey.append((fid, sim, view))
-        cache: dict[str, np.ndarray] = {}
-        for fid, sim, view in grey[: cfg.verify_max_candidates]:
-            verified = self.verify(probe, fid, cache)
-            if verified >= cfg.verify_threshold:
-                matches.append(Match(fid, "near", self._hamming(probe, fid, view), sim, view, verified))
+                need = cfg.verify_inliers
+            elif sim >= cfg.verify_low and grey_checked < cfg.verify_max_candidates:
+                need, grey_checked = cfg.grey_inliers, grey_checked + 1
+            else:
+                continue
+            inl = self.inliers(probe, fid, view, cache)
+            if inl is not None and inl >= need:
+                matches.append(Match(fid, "near", self._hamming(probe, fid, view), sim, view, inl))
         matches.sort(key=lambda m: -m.cosine)
         return matches
 
@@ -157,6 +171,7 @@ class Matcher:
 
     def lookalikes(self, probe: Probe, k: int) -> list[tuple[int, float, int]]:
         """For `dupwatch query`: the k most similar files whatever the threshold, with the best view's cosine."""
-        cands = dict.fromkeys(self.index.query(probe.embedding, k)[0].tolist(), IDENTITY)
-        cands.update({i: v for i, v in self.candidates(probe).items() if i not in cands})
+        cands = self.candidates(probe)
+        for i in self.index.query(probe.embedding, k)[0].tolist():
+            cands.setdefault(i, IDENTITY)
         return self.score(probe, cands)[:k]

@@ -56,6 +56,7 @@ class _Item:
     result: FileResult
     record: FileRecord | None = None  # existing row for this path
     embedding: np.ndarray | None = None
+    local: np.ndarray | None = None
     reuse_from: FileRecord | None = None  # identical content already fingerprinted
     moved_from: FileRecord | None = None  # a deleted row with identical content: this is a rename
 
@@ -90,8 +91,8 @@ class Pipeline:
         if dim is not None and dim != embedder.dim:
             log.warning("database embeddings are %d-d, model gives %d-d: re-embedding everything", dim, embedder.dim)
         self.index: EmbeddingIndex = sync_index(store, cfg.index_path, params)
-        self.matcher = Matcher(cfg, embedder, self.index, load_pixels=self._stored_pixels)
-        self._pixel_cache: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self.matcher = Matcher(cfg, embedder, self.index, load_local=self._stored_local)
+        self._local_cache: OrderedDict[int, np.ndarray | None] = OrderedDict()
         self.matcher.load_hashes(*store.live_hashes())
         self._pool: Executor | None = None
         self._dirty = False
@@ -235,9 +236,11 @@ class Pipeline:
 
         t = time.perf_counter()
         if to_embed:
-            vecs = self.embedder.embed(np.stack([i.result.fingerprint.pixels for i in to_embed]))  # type: ignore[union-attr]
-            for item, v in zip(to_embed, vecs):
+            pixels = np.stack([i.result.fingerprint.pixels for i in to_embed])  # type: ignore[union-attr]
+            vecs, local = self.embedder.embed_with_local(pixels)
+            for item, v, loc in zip(to_embed, vecs, local):
                 item.embedding = v.astype(np.float16).astype(np.float32)  # what the store will hold
+                item.local = loc
         stats.add_time("embedding", time.perf_counter() - t)
 
         with self.store.atomic():
@@ -277,7 +280,7 @@ class Pipeline:
             self.store.move(src.id, r.path, r.size, r.mtime_ns, gen)  # type: ignore[arg-type]
             stats.add_time("database", time.perf_counter() - t)
             t = time.perf_counter()
-            self.matcher.add(src.id, self._probe(fp, src.embedding.astype(np.float32)))  # type: ignore[arg-type, union-attr]
+            self.matcher.add(src.id, self._probe(fp, src.embedding.astype(np.float32), None))  # type: ignore[arg-type, union-attr]
             stats.add_time("index", time.perf_counter() - t)
             stats.moved += 1
             log.info("moved: %s -> %s", src.path, r.path)
@@ -286,7 +289,7 @@ class Pipeline:
         stats.fingerprinted += 1 if item.reuse_from is None else 0
         stats.reused += 1 if item.reuse_from is not None else 0
         assert item.embedding is not None
-        probe = self._probe(fp, item.embedding)
+        probe = self._probe(fp, item.embedding, item.local)
         rec = self._file_record(r, fp, item.embedding)
         t = time.perf_counter()
         if old is not None:
@@ -298,9 +301,12 @@ class Pipeline:
         stats.add_time("database", time.perf_counter() - t)
 
         t = time.perf_counter()
-        matches: list[Match] = self.matcher.find(probe, exclude=fid)
+        # an identical copy only needs its exact pairs: the original carries the near ones
+        matches: list[Match] = [] if item.reuse_from is not None else self.matcher.find(probe, exclude=fid)
         exact = {s.id for s in self.store.by_content(fp.content_hash, OK) if s.id != fid}
         self.matcher.add(fid, probe)
+        if item.local is not None:
+            self._remember_local(fid, item.local)
         stats.add_time("index", time.perf_counter() - t)
 
         t = time.perf_counter()
@@ -308,15 +314,16 @@ class Pipeline:
         for other in exact:
             by_id[other] = Match(other, EXACT, 0, 1.0)
         for m in by_id.values():
-            self.store.add_pair(PairRecord(fid, m.other, m.kind, m.hamming, m.cosine, m.view, m.verified))
+            self.store.add_pair(PairRecord(fid, m.other, m.kind, m.hamming, m.cosine, m.view, m.inliers))
         stats.pairs += len(by_id)
         stats.add_time("database", time.perf_counter() - t)
         if by_id:
             log.info("%s: duplicate of %d file(s)", r.path, len(by_id))
         return {fid, *by_id}
 
-    def _probe(self, fp: Fingerprint, embedding: np.ndarray) -> Probe:
-        return Probe(fp.ahash_views, fp.chash, embedding, fp.pixels)
+    @staticmethod
+    def _probe(fp: Fingerprint, embedding: np.ndarray, local: np.ndarray | None) -> Probe:
+        return Probe(fp.ahash_views, fp.chash, embedding, local, fp.pixels)
 
     @staticmethod
     def _file_record(r: FileResult, fp: Fingerprint, embedding: np.ndarray) -> FileRecord:
@@ -337,22 +344,27 @@ class Pipeline:
             embedding=embedding.astype(np.float16),
         )
 
-    def _stored_pixels(self, file_id: int) -> np.ndarray | None:
-        """A stored file's CNN input, re-read from disk (only the grey-zone verification needs it); None when the
-        file is gone or no longer holds the content that was fingerprinted."""
-        if file_id in self._pixel_cache:
-            self._pixel_cache.move_to_end(file_id)
-            return self._pixel_cache[file_id]
+    def _remember_local(self, file_id: int, local: np.ndarray | None) -> None:
+        self._local_cache[file_id] = local
+        self._local_cache.move_to_end(file_id)
+        while len(self._local_cache) > self.cfg.local_cache:
+            self._local_cache.popitem(last=False)
+
+    def _stored_local(self, file_id: int) -> np.ndarray | None:
+        """A stored file's local descriptors for geometric verification: from the cache of recent files (near
+        duplicates usually arrive close together), else recomputed from disk. None when the file is gone or no
+        longer holds the content that was fingerprinted."""
+        if file_id in self._local_cache:
+            self._local_cache.move_to_end(file_id)
+            return self._local_cache[file_id]
         rec = self.store.get(file_id)
-        pixels = None
+        local = None
         if rec is not None and rec.status == OK:
             r = fingerprint_file(rec.path, self.cfg.decode_side, self.cfg.max_pixels, self.cfg.max_file_bytes)
             if r.fingerprint is not None and r.fingerprint.content_hash == rec.content_hash:
-                pixels = r.fingerprint.pixels
-        self._pixel_cache[file_id] = pixels
-        if len(self._pixel_cache) > 64:
-            self._pixel_cache.popitem(last=False)
-        return pixels
+                local = self.embedder.embed_with_local(r.fingerprint.pixels[None])[1][0]
+        self._remember_local(file_id, local)
+        return local
 
     # -- removals ------------------------------------------------------------------------------------------------
 
@@ -375,5 +387,5 @@ class Pipeline:
         r = fingerprint_file(path, self.cfg.decode_side, self.cfg.max_pixels, self.cfg.max_file_bytes)
         if r.fingerprint is None:
             raise DecodeError(r.error or "unreadable")
-        emb = self.embedder.embed(r.fingerprint.pixels[None])[0]
-        return self._probe(r.fingerprint, emb.astype(np.float16).astype(np.float32))
+        emb, local = self.embedder.embed_with_local(r.fingerprint.pixels[None])
+        return self._probe(r.fingerprint, emb[0].astype(np.float16).astype(np.float32), local[0])

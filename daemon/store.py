@@ -86,7 +86,7 @@ class PairRecord:
     hamming: int
     cosine: float
     view: int = 0  # dihedral view (hashing.views) under which the pair matched; 0 = as is
-    verified: float | None = None  # central-crop cosine when the rotation search confirmed the pair
+    inliers: int | None = None  # geometric verification's agreeing local matches (hashing.geometry)
 
 
 _SCHEMA = [
@@ -112,7 +112,7 @@ _SCHEMA = [
         a INTEGER NOT NULL REFERENCES files(id),
         b INTEGER NOT NULL REFERENCES files(id),
         kind TEXT NOT NULL, hamming INTEGER, cosine REAL, view INTEGER NOT NULL DEFAULT 0,
-        verified REAL, created_at REAL,
+        inliers INTEGER, created_at REAL,
         PRIMARY KEY (a, b), CHECK (a < b)
     )""",
     "CREATE INDEX IF NOT EXISTS pairs_b ON pairs(b)",
@@ -339,10 +339,10 @@ class Store:
     def add_pair(self, p: PairRecord) -> None:
         a, b = sorted((p.a, p.b))
         self.db.execute(
-            "INSERT OR REPLACE INTO pairs (a, b, kind, hamming, cosine, view, verified, created_at) "
+            "INSERT OR REPLACE INTO pairs (a, b, kind, hamming, cosine, view, inliers, created_at) "
             "VALUES (?,?,?,?,?,?,?,?)",
             [a, b, p.kind, p.hamming, round(float(p.cosine), 5), p.view,
-             None if p.verified is None else round(float(p.verified), 5), time.time()],
+             p.inliers, time.time()],
         )
 
     def drop_pairs(self, file_id: int) -> None:
@@ -426,7 +426,7 @@ class Store:
     def pairs_within(self, file_ids: list[int]) -> list[PairRecord]:
         marks = ",".join("?" * len(file_ids))
         rows = self.db.execute(
-            f"SELECT a, b, kind, hamming, cosine, view, verified FROM pairs WHERE a IN ({marks}) AND b IN ({marks}) "
+            f"SELECT a, b, kind, hamming, cosine, view, inliers FROM pairs WHERE a IN ({marks}) AND b IN ({marks}) "
             "ORDER BY a, b",
             file_ids + file_ids,
         ).fetchall()

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 INPUT_SIZE = 224
 EMBEDDING_DIM = 1280
+LOCAL_BLOCK = 10  # stride 16: a 14x14 grid of 112-d descriptors, fine enough to localise, coarse enough to be cheap
 
 # (expand ratio, kernel, stride, in channels, out channels, repeats) for EfficientNet-Lite0.
 _LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -42,9 +43,11 @@ class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow 'SAME' padding, computed for the actual input size."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
         kh, kw = self.weight.shape[-2:]
         sh, sw = self.stride
+        if sh == sw == 1:  # stride 1 with an odd kernel: 'SAME' is symmetric, let the conv pad
+            return F.conv2d(x, self.weight, self.bias, 1, (kh // 2, kw // 2), self.dilation, self.groups)
+        ih, iw = x.shape[-2:]
         ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
         pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
         if ph or pw:
@@ -97,14 +100,18 @@ class EfficientNetLite0(nn.Module):
         self._bn1 = _bn(EMBEDDING_DIM)
         self._fc = nn.Linear(EMBEDDING_DIM, num_classes)
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+    def features_and_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled 1280-d features, and block 10's 14x14 map of 112-d local descriptors (hashing.geometry)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        local = x
+        for n, block in enumerate(self._blocks):
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+            if n == LOCAL_BLOCK:
+                local = x
+        return F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3)), local
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.feature_map(x).mean(dim=(2, 3))
+        return self.features_and_local(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))
@@ -131,12 +138,14 @@ def to_input(pixels: np.ndarray) -> torch.Tensor:
 
 
 class Embedder(Protocol):
-    """Anything that turns a batch of 224x224 RGB uint8 images into L2-normalised vectors."""
+    """Anything that turns a batch of 224x224 RGB uint8 images into L2-normalised vectors (and local maps)."""
 
     dim: int
     name: str
 
     def embed(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def embed_with_local(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass
@@ -156,16 +165,22 @@ class TorchEmbedder:
         self._lock = threading.Lock()
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return self.embed_with_local(pixels)[0]
+
+    def embed_with_local(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, dim) float32 unit vectors, and (N, H, W, C) float16 unit local descriptors."""
         if len(pixels) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out: list[np.ndarray] = []
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros((0, 1, 1, 1), dtype=np.float16)
+        glob: list[np.ndarray] = []
+        local: list[np.ndarray] = []
         with self._lock, torch.inference_mode():
             for start in range(0, len(pixels), self.batch_size):
                 x = to_input(pixels[start : start + self.batch_size]).to(self.device)
-                feats = self.model.features(x)  # type: ignore[operator]
-                feats = F.normalize(feats.float(), dim=1)
-                out.append(feats.cpu().numpy().astype(np.float32))
-        return np.concatenate(out)
+                feats, loc = self.model.features_and_local(x)  # type: ignore[operator]
+                glob.append(F.normalize(feats.float(), dim=1).cpu().numpy().astype(np.float32))
+                loc = F.normalize(loc.float(), dim=1).permute(0, 2, 3, 1)
+                local.append(loc.cpu().numpy().astype(np.float16))
+        return np.concatenate(glob), np.concatenate(local)
 
 
 class TinyNet(nn.Module):
@@ -180,8 +195,9 @@ class TinyNet(nn.Module):
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv2(F.relu(self.conv1(x)))).mean(dim=(2, 3))
+    def features_and_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        local = F.relu(self.conv1(x))
+        return F.relu(self.conv2(local)).mean(dim=(2, 3)), F.avg_pool2d(local, 4)
 
 
 def default_embedder(batch_size: int = 16, device: str | None = None) -> TorchEmbedder:
@@ -190,10 +206,3 @@ def default_embedder(batch_size: int = 16, device: str | None = None) -> TorchEm
 
 def tiny_embedder(dim: int = 64) -> TorchEmbedder:
     return TorchEmbedder(TinyNet(dim), dim=dim, name=f"tinynet-{dim}")
-
-
-def embed_views(embedder: Embedder, pixels: np.ndarray, views: Sequence[int]) -> np.ndarray:
-    """Embeddings of dihedral views (see hashing.views) of one image, in the order asked."""
-    from hashing.views import dihedral
-
-    return embedder.embed(np.stack([dihedral(pixels, v) for v in views]))

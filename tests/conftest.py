@@ -1,0 +1,47 @@
+"""Shared fixtures: real photos turned into a labelled near-duplicate set, the real CNN, temporary databases."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.datagen import generate
+from daemon.config import Config
+
+BENCH_DATA = Path(os.environ.get("DUPWATCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "bench-data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def photo_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Four real photos with every variant, two split scenes (hard negatives) and the bad files; 512 px."""
+    out = tmp_path_factory.mktemp("photos")
+    truth = generate(out, size=512, photos=("chelsea", "coffee", "astronaut", "camera"), split=("gravel", "grass"))
+    return out / "images", truth
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from hashing.embedding import default_embedder
+
+    return default_embedder()
+
+
+@pytest.fixture()
+def cfg(tmp_path: Path) -> Config:
+    return Config(db=tmp_path / "state" / "dupwatch.db", workers=0)
+
+
+@pytest.fixture(scope="session")
+def bench_truth() -> tuple[Path, dict]:
+    truth_path = BENCH_DATA / "truth.json"
+    if not truth_path.exists():
+        pytest.skip(f"bench-data not present at {BENCH_DATA}")
+    truth = json.loads(truth_path.read_text())
+    return truth_path.parent / truth["root"], truth
+
+
+def pairs_of(groups: list[list[str]]) -> set[frozenset[str]]:
+    return {frozenset((a, b)) for g in groups for i, a in enumerate(g) for b in g[i + 1 :]}

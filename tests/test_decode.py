@@ -1,0 +1,104 @@
+"""Decoding: orientation, alpha, reduced-scale JPEG, and one clear error for every kind of bad file."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.datagen import _bomb, _exif, load_photo
+from hashing.decode import decode
+from hashing.errors import DecodeError
+from hashing.fingerprint import fingerprint_file
+from hashing.perceptual import average_hash, hamming
+
+
+def _jpeg(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=92, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cat() -> Image.Image:
+    return load_photo("chelsea")
+
+
+def test_exif_orientation_is_applied_before_fingerprinting(cat: Image.Image) -> None:
+    # Orientation 6 means "rotate 90 degrees clockwise to display": store the pixels rotated the other way.
+    stored = cat.rotate(90, expand=True)
+    d = decode(_jpeg(stored, exif=_exif(orientation=6)))
+    upright = decode(_jpeg(cat))
+    assert (d.width, d.height) == (cat.width, cat.height)
+    assert d.orientation == 6
+    assert hamming(average_hash(d.image), average_hash(upright.image)) <= 4
+    assert hamming(average_hash(decode(_jpeg(stored)).image), average_hash(upright.image)) > 12
+
+
+def test_jpeg_is_decoded_at_reduced_scale_but_reports_full_size(cat: Image.Image) -> None:
+    big = cat.resize((4032, 2682))
+    d = decode(_jpeg(big), max_side=256)
+    assert max(d.image.size) <= 256
+    assert (d.width, d.height) == (4032, 2682)
+
+
+def test_alpha_is_flattened_on_white() -> None:
+    im = Image.new("RGBA", (64, 64), (255, 0, 0, 0))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    d = decode(buf.getvalue())
+    assert d.image.mode == "RGB"
+    assert np.asarray(d.image).min() == 255  # fully transparent red shows as the white background
+
+
+def test_exif_capture_time_and_field_count(cat: Image.Image) -> None:
+    d = decode(_jpeg(cat, exif=_exif(when="2021:07:04 10:11:12")))
+    assert d.taken_at == "2021-07-04T10:11:12"
+    assert d.exif_fields >= 3
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda good: good[: len(good) // 2], "truncated"),
+        (lambda good: b"", "empty file"),
+        (lambda good: b"hello, I am text in a .jpg\n" * 10, "not an image: text"),
+        (lambda good: b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "markup"),
+        (lambda good: bytes(range(256)) * 8, "not an image"),
+        (lambda good: _bomb(), "decompression bomb"),
+    ],
+)
+def test_bad_bytes_raise_one_error_type_with_a_reason(cat: Image.Image, make, reason: str) -> None:
+    with pytest.raises(DecodeError) as e:
+        decode(make(_jpeg(cat)))
+    assert reason in e.value.reason
+
+
+def test_pixel_limit_is_configurable(cat: Image.Image) -> None:
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode(_jpeg(cat), max_pixels=1000)
+
+
+def test_unreadable_and_vanished_files_are_results_not_exceptions(tmp_path: Path) -> None:
+    gone = fingerprint_file(tmp_path / "gone.jpg")
+    assert gone.fingerprint is None and "vanished" in (gone.error or "")
+    folder = tmp_path / "folder.jpg"
+    folder.mkdir()
+    assert "directory" in (fingerprint_file(folder).error or "")
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8" + os.urandom(5000))
+    assert "too large" in (fingerprint_file(big, max_bytes=1000).error or "")
+
+
+def test_fingerprint_reads_once_and_describes_the_same_bytes(tmp_path: Path, cat: Image.Image) -> None:
+    p = tmp_path / "cat.jpg"
+    p.write_bytes(_jpeg(cat))
+    r = fingerprint_file(p)
+    assert r.fingerprint is not None
+    assert r.fingerprint.size == p.stat().st_size
+    assert r.fingerprint.pixels.shape == (224, 224, 3)
+    assert len(r.fingerprint.ahash_views) == 8

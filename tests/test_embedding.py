@@ -1,0 +1,52 @@
+"""The CNN: real ImageNet weights loaded strictly, TF 'SAME' padding, normalised batched embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.datagen import load_photo
+from hashing.embedding import EfficientNetLite0, SameConv2d, load_lite0, tiny_embedder, to_input
+
+
+def _top5(model: EfficientNetLite0, name: str) -> list[int]:
+    im = load_photo(name).resize((224, 224), Image.Resampling.BILINEAR)
+    with torch.inference_mode():
+        logits = model(to_input(np.asarray(im)[None]))
+    return logits[0].topk(5).indices.tolist()
+
+
+def test_real_weights_classify_real_photographs() -> None:
+    model = load_lite0()  # strict=True: any missing or unexpected key raises
+    cats = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    assert _top5(model, "chelsea")[0] in cats
+    assert {967, 968} & set(_top5(model, "coffee"))  # espresso, cup
+
+
+def test_same_padding_puts_the_odd_pixel_bottom_right() -> None:
+    conv = SameConv2d(1, 1, 3, stride=2, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    x = torch.ones(1, 1, 4, 4)
+    y = conv(x)
+    assert y.shape[-2:] == (2, 2)
+    # TF pads one row/column at the bottom/right only: the top-left window sees 9 ones, the last ones 6 and 4
+    assert y[0, 0].tolist() == [[9.0, 6.0], [6.0, 4.0]]
+
+
+def test_embeddings_are_unit_vectors_and_batching_does_not_change_them(embedder) -> None:
+    photos = [np.asarray(load_photo(n).resize((224, 224))) for n in ("chelsea", "coffee", "astronaut")]
+    batch = embedder.embed(np.stack(photos))
+    single = embedder.embed(photos[1][None])
+    assert batch.shape == (3, 1280)
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(batch[1], single[0], atol=1e-4)
+    glob, local = embedder.embed_with_local(np.stack(photos[:1]))
+    assert local.shape == (1, 14, 14, 112)
+
+
+def test_tiny_network_is_a_drop_in_for_speed() -> None:
+    e = tiny_embedder(32)
+    out = e.embed(np.zeros((2, 224, 224, 3), dtype=np.uint8) + 100)
+    assert out.shape == (2, 32)

@@ -1,0 +1,139 @@
+"""The scan end to end on real photos and a real SQLite file: grouping, hard negatives, bad files, rescans,
+renames, deletions and edits in place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from daemon.config import Config
+from daemon.pipeline import Pipeline
+from daemon.reports import build_report
+from daemon.store import DELETED, Store
+from tests.conftest import pairs_of
+
+
+def _scan(cfg: Config, embedder, *roots: Path):
+    store = Store(cfg.db)
+    with Pipeline(cfg, store, embedder) as p:
+        stats = p.scan(list(roots))
+    return store, stats
+
+
+def _groups(store: Store, root: Path) -> list[list[str]]:
+    return [[os.path.relpath(r.path, root) for r in recs] for _, recs in store.groups()]
+
+
+@pytest.fixture(scope="module")
+def scanned(photo_set, embedder, tmp_path_factory):
+    root, truth = photo_set
+    cfg = Config(db=tmp_path_factory.mktemp("db") / "d.db", workers=2)  # the real worker pool
+    store, stats = _scan(cfg, embedder, root)
+    return store, stats, root, truth
+
+
+def test_every_variant_is_grouped_with_its_original(scanned) -> None:
+    store, _, root, truth = scanned
+    predicted = pairs_of(_groups(store, root))
+    for group in truth["groups"]:
+        original = group[0]
+        for member in group[1:]:
+            assert frozenset((original, member)) in predicted, f"{member} ({truth['transform'][member]}) not grouped"
+
+
+def test_look_alikes_and_bad_files_stay_out(scanned) -> None:
+    store, _, root, truth = scanned
+    predicted = pairs_of(_groups(store, root))
+    true_pairs = pairs_of(truth["groups"])
+    assert predicted <= true_pairs, sorted(map(sorted, predicted - true_pairs))[:5]
+    for a, b, _kind in truth["hard_negatives"]:
+        assert frozenset((a, b)) not in predicted
+    grouped = {p for g in _groups(store, root) for p in g}
+    assert not grouped & set(truth["bad"])
+
+
+def test_every_bad_file_is_reported_with_its_reason(scanned) -> None:
+    store, stats, root, truth = scanned
+    errors = {os.path.relpath(e.path, root): e.error for e in build_report(store).errors}
+    assert set(errors) == set(truth["bad"])
+    assert "truncated" in errors["bad/bad_truncated.jpg"]
+    assert "empty" in errors["bad/bad_empty.jpg"]
+    assert "decompression bomb" in errors["bad/bad_bomb.png"]
+    assert "not an image" in errors["bad/bad_text.jpg"]
+    assert stats.errors == len(truth["bad"])
+
+
+def test_pairs_carry_their_evidence(scanned) -> None:
+    store, _, root, truth = scanned
+    rep = build_report(store)
+    kinds = {p.kind for g in rep.groups for p in g.pairs}
+    assert kinds == {"exact", "near"}
+    near = [p for g in rep.groups for p in g.pairs if p.kind == "near"]
+    assert all(0.0 < p.cosine <= 1.0 and p.inliers is not None for p in near)
+    rotated = [p for p in near if p.view != "identity"]
+    assert rotated, "rotated copies should be matched through a rotated view"
+
+
+@pytest.fixture()
+def folder(photo_set, tmp_path: Path) -> Path:
+    """A private copy of two photos' files that a test may rename, delete and edit."""
+    root, truth = photo_set
+    dst = tmp_path / "photos"
+    for group in truth["groups"][:2]:
+        for rel in group:
+            target = dst / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, target)
+    return dst
+
+
+def test_rescan_skips_unchanged_files(folder: Path, cfg: Config, embedder) -> None:
+    store, first = _scan(cfg, embedder, folder)
+    assert first.fingerprinted > 0
+    groups = _groups(store, folder)
+    store, again = _scan(cfg, embedder, folder)
+    assert (again.fingerprinted, again.reused, again.unchanged) == (0, 0, again.seen)
+    assert _groups(store, folder) == groups
+
+
+def test_rename_keeps_fingerprints_and_deletion_leaves_the_group(folder: Path, cfg: Config, embedder) -> None:
+    store, _ = _scan(cfg, embedder, folder)
+    before = store.by_path(str(folder / "chelsea" / "blur.jpg"))
+    assert before is not None and store.group_of(before.id) is not None
+    (folder / "renamed").mkdir()
+    os.rename(folder / "chelsea" / "blur.jpg", folder / "renamed" / "cat-blurred.jpg")
+    store, stats = _scan(cfg, embedder, folder)
+    after = store.by_path(str(folder / "renamed" / "cat-blurred.jpg"))
+    assert stats.moved == 1 and stats.fingerprinted == 0
+    assert after.id == before.id and store.group_of(after.id) is not None
+    (folder / "renamed" / "cat-blurred.jpg").unlink()
+    store, stats = _scan(cfg, embedder, folder)
+    assert stats.deleted == 1
+    assert store.get(before.id).status == DELETED
+    assert store.group_of(before.id) is None
+
+
+def test_edit_in_place_is_fingerprinted_again(folder: Path, photo_set, cfg: Config, embedder) -> None:
+    root, _ = photo_set
+    store, _ = _scan(cfg, embedder, folder)
+    target = folder / "chelsea" / "noise.jpg"
+    old = store.by_path(str(target))
+    shutil.copy(root / "coffee" / "original.jpg", target)  # now a coffee cup, not a cat
+    os.utime(target, ns=(old.mtime_ns + 10**9, old.mtime_ns + 10**9))
+    store, stats = _scan(cfg, embedder, folder)
+    new = store.by_path(str(target))
+    assert stats.fingerprinted == 0 and stats.reused == 1  # identical to the coffee original: embedding reused
+    assert new.id == old.id and new.content_hash != old.content_hash
+    coffee = store.by_path(str(folder / "coffee" / "original.jpg"))
+    assert store.group_of(new.id) == store.group_of(coffee.id)
+
+
+def test_exact_copies_reuse_the_embedding(folder: Path, cfg: Config, embedder) -> None:
+    store, stats = _scan(cfg, embedder, folder)
+    assert stats.reused == 2  # copies/chelsea.jpg and copies/coffee.jpg
+    rep = build_report(store)
+    exact = [p for g in rep.groups for p in g.pairs if p.kind == "exact"]
+    assert len(exact) == 2 and all(p.cosine == 1.0 and p.hamming == 0 for p in exact)
