@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,8 @@ def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
         try:
             with Pipeline(cfg, store, _embedder(cfg)) as pipeline:
                 stats = pipeline.scan(dirs, progress=update)
+        except sqlite3.OperationalError as e:  # e.g. locked past the busy timeout by another program
+            _fail(f"database {cfg.db}: {e}; nothing of the unfinished batch was recorded, run the scan again")
         finally:
             stop()
         counts = store.counts()

@@ -374,10 +374,14 @@ class Store:
         """
         seeds = set(seeds)
         frontier = set(seeds)
-        for fid in list(seeds):
-            gid = self.group_of(fid)
-            if gid is not None:
-                frontier.update(self.group_members(gid))
+        for fid in list(seeds):  # a seed that just left may have been the only link: take its partners' groups too
+            partners = [r[0] for r in self.db.execute(
+                "SELECT CASE WHEN a = ? THEN b ELSE a END FROM pairs WHERE a = ? OR b = ?", [fid, fid, fid])]  # fmt: skip
+            for other in [fid, *partners]:
+                frontier.add(other)
+                gid = self.group_of(other)
+                if gid is not None:
+                    frontier.update(self.group_members(gid))
         seen: set[int] = set()
         components: list[list[int]] = []
         for start in sorted(frontier):

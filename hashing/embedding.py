@@ -22,7 +22,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-INPUT_SIZE = 224
+from hashing.sizes import INPUT_SIZE  # noqa: F401 - re-exported for callers
+
 EMBEDDING_DIM = 1280
 LOCAL_BLOCK = 10  # stride 16: a 14x14 grid of 112-d descriptors, fine enough to localise, coarse enough to be cheap
 

@@ -1,0 +1,104 @@
+"""The command line as a user and a script see it: output shapes, stdout/stderr, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from daemon.cli import main
+from daemon.lock import WriterLock
+
+
+@pytest.fixture(scope="module")
+def scanned_db(photo_set, tmp_path_factory) -> tuple[Path, Path]:
+    root, _ = photo_set
+    db = tmp_path_factory.mktemp("cli") / "d.db"
+    r = CliRunner().invoke(main, ["--db", str(db), "-q", "scan", str(root), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    return db, root
+
+
+def test_report_json_has_the_documented_shape(scanned_db) -> None:
+    db, root = scanned_db
+    r = CliRunner().invoke(main, ["--db", str(db), "report", "--format", "json"])
+    assert r.exit_code == 0
+    data = json.loads(r.stdout)
+    assert set(data) >= {"groups", "errors"}
+    g = data["groups"][0]
+    assert isinstance(g["id"], int)
+    assert set(g["members"][0]) >= {"path", "size", "width", "height"}
+    assert Path(g["members"][0]["path"]).is_absolute()
+    assert set(g["pairs"][0]) >= {"a", "b", "kind", "hamming", "cosine"}
+    assert g["pairs"][0]["kind"] in ("exact", "near")
+    assert {"path", "error"} <= set(data["errors"][0])
+    assert all(Path(e["path"]).is_relative_to(root / "bad") for e in data["errors"])
+
+
+def test_report_csv_and_table(scanned_db) -> None:
+    db, _ = scanned_db
+    r = CliRunner().invoke(main, ["--db", str(db), "report", "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert rows and {"group", "path", "size", "width", "height", "error"} <= set(rows[0])
+    assert any(row["error"] for row in rows) and any(row["group"] for row in rows)
+    table = CliRunner().invoke(main, ["--db", str(db), "report"])
+    assert table.exit_code == 0 and "group 1" in table.stdout and "could not be read" in table.stdout
+
+
+def test_status_counts(scanned_db, photo_set) -> None:
+    db, _ = scanned_db
+    _, truth = photo_set
+    r = CliRunner().invoke(main, ["--db", str(db), "status", "--json"])
+    counts = json.loads(r.stdout)
+    assert counts["errors"] == len(truth["bad"])
+    assert counts["groups"] == len(truth["groups"])
+
+
+def test_query_finds_a_rotated_copy_of_an_unindexed_image(scanned_db, tmp_path: Path) -> None:
+    from PIL import Image
+
+    db, root = scanned_db
+    probe = tmp_path / "probe.jpg"
+    Image.open(root / "coffee" / "original.jpg").rotate(90, expand=True).save(probe, quality=70)
+    r = CliRunner().invoke(main, ["--db", str(db), "query", str(probe), "-k", "5", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    results = json.loads(r.stdout)["results"]
+    assert results[0]["path"].startswith(str(root / "coffee")) or "copies/coffee" in results[0]["path"]
+    assert results[0]["duplicate"] and results[0]["cosine"] > 0.9
+
+
+def test_exit_codes(scanned_db, tmp_path: Path) -> None:
+    db, root = scanned_db
+    runner = CliRunner()
+    assert runner.invoke(main, ["--db", str(db), "report", "--format", "xml"]).exit_code == 2
+    assert runner.invoke(main, ["--db", str(db), "scan"]).exit_code == 2
+    missing = runner.invoke(main, ["--db", str(tmp_path / "none.db"), "status"])
+    assert missing.exit_code == 1 and "no database" in missing.stderr
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    q = runner.invoke(main, ["--db", str(db), "query", str(bad)])
+    assert q.exit_code == 1 and "not an image" in q.stderr
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("no_such_key = 1\n")
+    assert runner.invoke(main, ["--config", str(cfg), "status"]).exit_code == 2
+
+
+def test_one_writer_at_a_time(scanned_db) -> None:
+    db, root = scanned_db
+    with WriterLock(db.with_name(db.name + ".lock")):
+        r = CliRunner().invoke(main, ["--db", str(db), "scan", str(root)])
+    assert r.exit_code == 1 and "already writing" in r.stderr
+
+
+def test_config_file_sets_thresholds_and_flags_override_it(tmp_path: Path) -> None:
+    from daemon.config import load_config
+
+    p = tmp_path / "c.toml"
+    p.write_text("[matching]\ncosine_threshold = 0.7\nverify_inliers = 25\n[paths]\ndb = '~/x.db'\n")
+    cfg = load_config(p)
+    assert cfg.cosine_threshold == 0.7 and cfg.verify_inliers == 25 and cfg.db == Path("~/x.db").expanduser()
+    assert cfg.with_overrides(cosine_threshold=0.9, workers=None).cosine_threshold == 0.9
