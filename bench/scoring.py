@@ -47,7 +47,8 @@ def score(truth: dict, groups: list[list[str]], exclude: frozenset[str] = frozen
     grouped = {x for g in groups if len(g) > 1 for x in g}
     bad = len(grouped & set(truth.get("bad", [])))
     per: dict[str, tuple[int, int]] = {}
-    firsts = [truth.get("originals", {}).get(str(i), g[0] if g else None) for i, g in enumerate(truth["groups"])]
+    named = set(truth.get("originals", {}).values())
+    firsts = [next((m for m in g if m in named), g[0] if g else None) for g in truth["groups"]]
     original_of = {m: o for g, o in zip(true_groups, firsts) for m in g}
     originals = set(firsts)
     for path, t in truth["transform"].items():

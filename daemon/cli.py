@@ -139,16 +139,50 @@ def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
         lock.release()
 
 
-@main.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of stdout.")
-@click.pass_obj
-def report(obj: Context, fmt: str, out: Path | None) -> None:
-    """Print the duplicate groups with the evidence for each match, and the files that could not be read."""
-    from daemon.reports import build_report, to_json, write_csv, write_table
+def keeper_options(f: F) -> F:
+    f = click.option("--keep-by", help="Keeper criteria in order, e.g. resolution,sharpness,exif,size,oldest.")(f)
+    f = click.option("--reference", "reference_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="A folder whose files are never proposed for removal (repeatable).")(f)  # fmt: skip
+    return f
 
-    store = _store(obj.cfg, readonly=True)
-    rep = build_report(store)
+
+def _keeper_cfg(cfg: Config, keep_by: str | None, reference_dirs: tuple[Path, ...]) -> Config:
+    from daemon.keeper import RuleError, parse_rules
+
+    try:
+        rules = parse_rules(keep_by) if keep_by else parse_rules(cfg.keeper_rules)
+    except RuleError as e:
+        raise click.UsageError(str(e)) from None
+    refs = [p.resolve() for p in reference_dirs] or cfg.reference_dirs
+    return cfg.with_overrides(keeper_rules=rules, reference_dirs=refs)
+
+
+def _build_report(cfg: Config):  # noqa: ANN202
+    from daemon.reports import build_report
+
+    return build_report(_store(cfg, readonly=True), cfg.keeper_rules, [str(d) for d in cfg.reference_dirs])
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of stdout.")
+@keeper_options
+@click.pass_obj
+def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, reference_dirs: tuple[Path, ...]) -> None:
+    """Print the duplicate groups (largest reclaimable space first) with the evidence for each match, the file
+    each group would keep, and the files that could not be read. --format html needs --out."""
+    from daemon.reports import to_json, write_csv, write_table
+
+    cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs)
+    rep = _build_report(cfg)
+    if fmt == "html":
+        if out is None:
+            raise click.UsageError("--format html writes a file: give --out report.html")
+        from daemon.html import write_html
+
+        write_html(rep, out)
+        click.echo(f"wrote {out}", err=True)
+        return
     fh = open(out, "w", newline="") if out else sys.stdout
     try:
         if fmt == "json":
@@ -237,9 +271,129 @@ def demo(obj: Context, folder: Path | None) -> None:
         click.echo(f"writing demo photos to {folder} ...", err=True)
         generate(folder, size=1600, photos=("chelsea", "coffee", "astronaut", "rocket"), split=("gravel",))
     _scan(obj.cfg, [folder / "images"], obj.quiet)
-    from daemon.reports import build_report, write_table
+    from daemon.reports import write_table
 
-    write_table(build_report(_store(obj.cfg, readonly=True)), Console())
+    write_table(_build_report(obj.cfg), Console())
+
+
+@main.command()
+@click.argument("groups", nargs=-1, type=int)
+@click.option("--move-to", "quarantine", type=click.Path(file_okay=False, path_type=Path),
+              help="Quarantine folder: non-keepers are moved here, keeping their full paths.")
+@click.option("--trash", "mode", flag_value="trash", help="Send non-keepers to the desktop trash instead.")
+@click.option("--hardlink", "mode", flag_value="hardlink", help="Move to the quarantine and leave a hard link to the keeper.")
+@click.option("--symlink", "mode", flag_value="symlink", help="Move to the quarantine and leave a symlink to the keeper.")
+@click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing.")
+@keeper_options
+@click.pass_obj
+def resolve(obj: Context, groups: tuple[int, ...], quarantine: Path | None, mode: str | None, dry_run: bool,
+            keep_by: str | None, reference_dirs: tuple[Path, ...]) -> None:  # fmt: skip
+    """Keep the best file of each group (or of GROUPS) and move the others away. Nothing is ever deleted: every
+    move is journaled and `dupwatch undo` puts it back."""
+    from daemon.actions import MOVE, ActionError, execute, plan
+
+    mode = mode or MOVE
+    cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs)
+    quarantine = quarantine.resolve() if quarantine else None
+    try:
+        lock = WriterLock(cfg.lock_path).acquire()
+    except AlreadyRunning as e:
+        _fail(str(e))
+    try:
+        store = _store(cfg)
+        try:
+            steps = plan(store, mode, quarantine, groups, cfg.keeper_rules, [str(d) for d in cfg.reference_dirs])
+        except ActionError as e:
+            raise click.UsageError(str(e)) from None
+        for s in steps:
+            where = s.dst or "the trash"
+            verb = "would move" if dry_run else "moving"
+            line = f"refused {s.file.path}: {s.refused}" if s.refused else f"{verb} {s.file.path} -> {where}"
+            click.echo(f"{line}  (keeping {s.keeper.path})")
+        if dry_run or not steps:
+            click.echo(f"{sum(s.refused is None for s in steps)} files would be moved, "
+                       f"{sum(s.refused is not None for s in steps)} refused (dry run)" if dry_run else "nothing to do",
+                       err=True)  # fmt: skip
+            return
+        action_id, failed = execute(store, steps, mode, quarantine)
+        done = sum(s.refused is None for s in steps) - len(failed)
+        click.echo(f"action #{action_id}: {done} files moved; undo with: dupwatch undo {action_id}", err=True)
+        if failed or any(s.refused for s in steps):
+            sys.exit(1)
+    finally:
+        lock.release()
+
+
+@main.command()
+@click.argument("action_id", required=False, type=int)
+@click.pass_obj
+def undo(obj: Context, action_id: int | None) -> None:
+    """Put the files of an action (default: the latest) back exactly where they were."""
+    from daemon.actions import ActionError
+    from daemon.actions import undo as undo_action
+
+    try:
+        lock = WriterLock(obj.cfg.lock_path).acquire()
+    except AlreadyRunning as e:
+        _fail(str(e))
+    try:
+        store = _store(obj.cfg)
+        try:
+            done_id, refusals = undo_action(store, action_id)
+        except ActionError as e:
+            _fail(str(e))
+        for r in refusals:
+            click.echo(f"refused: {r}", err=True)
+        if refusals:
+            _fail(f"action #{done_id} partly undone: {len(refusals)} files could not be put back")
+        click.echo(f"action #{done_id} undone", err=True)
+    finally:
+        lock.release()
+
+
+@main.command()
+@click.pass_obj
+def actions(obj: Context) -> None:
+    """The journal of resolve actions."""
+    store = _store(obj.cfg, readonly=True)
+    for a in store.actions():
+        state = "undone" if a["undone_at"] else "active"
+        click.echo(f"#{a['id']} {a['mode']:8} {a['done'] or 0}/{a['items']} files, {a['bytes'] or 0} bytes, "
+                   f"{state}, target {a['target'] or '-'}")  # fmt: skip
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--group", "group_id", type=int, help="Mark every file of this group as not duplicates.")
+@click.pass_obj
+def ignore(obj: Context, paths: tuple[Path, ...], group_id: int | None) -> None:
+    """Mark files as not duplicates of each other (A B, or --group N). The decision is kept by content, so it
+    survives renames, rescans and the daemon."""
+    if bool(paths) == (group_id is not None) or (paths and len(paths) < 2):
+        raise click.UsageError("give two or more paths, or --group N")
+    try:
+        lock = WriterLock(obj.cfg.lock_path).acquire()
+    except AlreadyRunning as e:
+        _fail(str(e))
+    try:
+        store = _store(obj.cfg)
+        if group_id is not None:
+            recs = list(store.many(store.group_members(group_id)).values())
+            if not recs:
+                _fail(f"no group {group_id}")
+        else:
+            recs = [store.by_path(str(p.resolve())) for p in paths]
+            unknown = [str(p) for p, r in zip(paths, recs) if r is None or r.content_hash is None]
+            if unknown:
+                _fail(f"not in the database: {', '.join(unknown)}")
+        with store.atomic():
+            for i, a in enumerate(recs):
+                for b in recs[i + 1 :]:
+                    store.ignore(a.content_hash, b.content_hash)  # type: ignore[union-attr, arg-type]
+            store.regroup([r.id for r in recs])  # type: ignore[union-attr, misc]
+        click.echo(f"{len(recs)} files marked as not duplicates of each other", err=True)
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -56,6 +56,9 @@ class Config:
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     hnsw_ef: int = 64
+    # keeping and resolving
+    keeper_rules: tuple[str, ...] = ("resolution", "sharpness", "exif", "size", "oldest")
+    reference_dirs: list[Path] = field(default_factory=list)  # never proposed for removal
     # throughput
     workers: int = 2
     batch_size: int = 16
@@ -103,8 +106,11 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"unknown config keys in {path}: {', '.join(unknown)}")
     for key in _PATH_FIELDS & set(flat):
         flat[key] = Path(flat[key]).expanduser()
-    if "roots" in flat:
-        flat["roots"] = [Path(p).expanduser() for p in flat["roots"]]
+    for key in ("roots", "reference_dirs"):
+        if key in flat:
+            flat[key] = [Path(p).expanduser().resolve() for p in flat[key]]
+    if "keeper_rules" in flat:
+        flat["keeper_rules"] = tuple(flat["keeper_rules"])
     if "suffixes" in flat:
         flat["suffixes"] = tuple(s.lower() for s in flat["suffixes"])
     return Config(**flat)

@@ -19,6 +19,12 @@ TEMPORARY_PATTERNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def is_under(path: str | Path, root: str | Path) -> bool:
+    """Path containment by components, not by string prefix (/photos2 is not under /photos)."""
+    p, r = str(path), str(root).rstrip("/") or "/"
+    return p == r or p.startswith(r if r == "/" else r + "/")
+
+
 def is_candidate(path: str | Path, suffixes: Iterable[str], exclude: Iterable[Path] = ()) -> bool:
     name = os.path.basename(str(path))
     if name.startswith("."):  # hidden files, and the temporary names of most sync clients
@@ -27,8 +33,7 @@ def is_candidate(path: str | Path, suffixes: Iterable[str], exclude: Iterable[Pa
         return False
     if os.path.splitext(name)[1].lower() not in set(suffixes):
         return False
-    p = str(path)
-    return not any(p == str(e) or p.startswith(str(e).rstrip("/") + "/") for e in exclude)
+    return not any(is_under(path, e) for e in exclude)
 
 
 def walk_images(roots: Iterable[Path], suffixes: Iterable[str], exclude: Iterable[Path] = ()) -> Iterator[str]:

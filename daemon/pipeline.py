@@ -25,7 +25,7 @@ from daemon.config import Config
 from daemon.files import walk_images
 from daemon.index import EmbeddingIndex, IndexParams, sync_index
 from daemon.matcher import Match, Matcher, Probe
-from daemon.store import DELETED, ERROR, EXACT, OK, FileRecord, PairRecord, Store
+from daemon.store import DELETED, ERROR, EXACT, OK, RESOLVED, FileRecord, PairRecord, Store
 from hashing.embedding import Embedder
 from hashing.fingerprint import FileResult, Fingerprint, fingerprint_file
 
@@ -65,6 +65,13 @@ def _timed_fingerprint(path: str, max_side: int, max_pixels: int, max_bytes: int
     t = time.perf_counter()
     r = fingerprint_file(path, max_side=max_side, max_pixels=max_pixels, max_bytes=max_bytes)
     return r, time.perf_counter() - t
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class _InProcess(Executor):
@@ -133,10 +140,13 @@ class Pipeline:
         stats = ScanStats()
         t0 = time.perf_counter()
         roots = [Path(r).resolve() for r in roots]
-        present = list(walk_images(roots, self.cfg.suffixes))
+        with self.store.atomic():
+            self.store.add_roots(str(r) for r in roots)
+        present = list(walk_images(roots, self.cfg.suffixes, exclude=[Path(q) for q in self.store.quarantines()]))
         stats.seen = len(present)
         known = self.store.stat_index([str(r) for r in roots])
-        vanished = [fid for path, (fid, _, _, status) in known.items() if status != DELETED and path not in set(present)]
+        here = set(present)
+        vanished = [fid for path, (fid, _, _, st) in known.items() if st not in (DELETED, RESOLVED) and path not in here]
         if vanished:
             self.forget(vanished)
             stats.deleted = len(vanished)
@@ -303,7 +313,9 @@ class Pipeline:
         t = time.perf_counter()
         # an identical copy only needs its exact pairs: the original carries the near ones
         matches: list[Match] = [] if item.reuse_from is not None else self.matcher.find(probe, exclude=fid)
-        exact = {s.id for s in self.store.by_content(fp.content_hash, OK) if s.id != fid}
+        exact = {
+            s.id for s in self.store.by_content(fp.content_hash, OK) if s.id != fid and not _same_file(s.path, r.path)
+        }  # a hard link to the same inode takes no extra space: not a duplicate
         self.matcher.add(fid, probe)
         if item.local is not None:
             self._remember_local(fid, item.local)

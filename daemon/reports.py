@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import csv
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
+from daemon.keeper import DEFAULT_RULES, choose
 from daemon.store import FileRecord, Store
 from hashing.views import describe
 
@@ -44,6 +45,10 @@ class Group:
     members: list[Member]
     pairs: list[Pair]
     bytes: int = 0
+    keeper: str = ""  # path of the file the keeper rule would keep
+    keeper_reason: str = ""
+    reclaimable: int = 0  # bytes freed by removing the others (reference-folder files are never counted)
+    protected: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +61,10 @@ class BadFile:
 class Report:
     groups: list[Group] = field(default_factory=list)
     errors: list[BadFile] = field(default_factory=list)
+
+    @property
+    def reclaimable(self) -> int:
+        return sum(g.reclaimable for g in self.groups)
 
 
 def _member(r: FileRecord) -> Member:
@@ -70,7 +79,8 @@ def _member(r: FileRecord) -> Member:
     )
 
 
-def build_report(store: Store) -> Report:
+def build_report(store: Store, rules: Sequence[str] = DEFAULT_RULES, reference_dirs: Sequence[str] = ()) -> Report:
+    """Groups sorted by reclaimable space, largest first, each with its proposed keeper."""
     report = Report()
     for gid, recs in store.groups():
         by_id = {r.id: r for r in recs}
@@ -87,16 +97,38 @@ def build_report(store: Store) -> Report:
             for p in store.pairs_within([r.id for r in recs])  # type: ignore[misc]
         ]
         members = [_member(r) for r in sorted(recs, key=lambda r: r.path)]
-        report.groups.append(Group(gid, members, pairs, sum(m.size for m in members)))
+        d = choose(recs, rules, reference_dirs)
+        report.groups.append(
+            Group(
+                gid, members, pairs, sum(m.size for m in members),
+                keeper=d.keeper.path, keeper_reason=d.reason, reclaimable=sum(r.size for r in d.remove),
+                protected=[p.path for p in d.protected],
+            )
+        )  # fmt: skip
+    report.groups.sort(key=lambda g: (-g.reclaimable, g.id))
     report.errors = [BadFile(r.path, r.error or "unknown error") for r in store.errors()]
     return report
 
 
 def to_json(report: Report) -> dict[str, Any]:
-    return {"groups": [asdict(g) for g in report.groups], "errors": [asdict(e) for e in report.errors]}
+    return {
+        "groups": [asdict(g) for g in report.groups],
+        "errors": [asdict(e) for e in report.errors],
+        "summary": summary(report),
+    }
 
 
-CSV_COLUMNS = ("group", "path", "size", "width", "height", "format", "taken_at", "sharpness", "error")
+def summary(report: Report) -> dict[str, int]:
+    return {
+        "groups": len(report.groups),
+        "files": sum(len(g.members) for g in report.groups),
+        "reclaimable_bytes": report.reclaimable,
+        "errors": len(report.errors),
+    }
+
+
+CSV_COLUMNS = ("group", "path", "size", "width", "height", "format", "taken_at", "sharpness", "keeper",
+               "reclaimable", "error")  # fmt: skip
 
 
 def write_csv(report: Report, out: IO[str]) -> None:
@@ -105,9 +137,11 @@ def write_csv(report: Report, out: IO[str]) -> None:
     w.writerow(CSV_COLUMNS)
     for g in report.groups:
         for m in g.members:
-            w.writerow([g.id, m.path, m.size, m.width, m.height, m.format, m.taken_at, m.sharpness, ""])
+            keep = m.path == g.keeper or m.path in g.protected
+            w.writerow([g.id, m.path, m.size, m.width, m.height, m.format, m.taken_at, m.sharpness,
+                        "yes" if keep else "no", 0 if keep else m.size, ""])  # fmt: skip
     for e in report.errors:
-        w.writerow(["", e.path, "", "", "", "", "", "", e.error])
+        w.writerow(["", e.path, "", "", "", "", "", "", "", "", e.error])
 
 
 def _size(n: int) -> str:
@@ -119,21 +153,26 @@ def _size(n: int) -> str:
 
 
 def write_table(report: Report, console: Console) -> None:
-    if not report.groups:
-        console.print("No duplicate groups.")
+    s = summary(report)
+    console.print(f"{s['groups']} duplicate groups, {s['files']} files, {_size(s['reclaimable_bytes'])} reclaimable")
     for g in report.groups:
         best = {}
         for p in g.pairs:
             for path in (p.a, p.b):
                 best[path] = max(best.get(path, 0.0), p.cosine)
-        t = Table(title=f"group {g.id}: {len(g.members)} files, {_size(g.bytes)}", title_justify="left")
+        t = Table(
+            title=f"group {g.id}: {len(g.members)} files, {_size(g.reclaimable)} reclaimable; keep: {g.keeper_reason}",
+            title_justify="left",
+        )
+        t.add_column("", width=4)
         t.add_column("path", overflow="fold")
         t.add_column("size", justify="right")
         t.add_column("pixels", justify="right")
         t.add_column("best match", justify="right")
         for m in g.members:
             px = f"{m.width}x{m.height}" if m.width else "?"
-            t.add_row(m.path, _size(m.size), px, f"{best.get(m.path, 0):.3f}")
+            mark = "keep" if m.path == g.keeper else ("ref" if m.path in g.protected else "")
+            t.add_row(mark, m.path, _size(m.size), px, f"{best.get(m.path, 0):.3f}")
         console.print(t)
     if report.errors:
         t = Table(title=f"{len(report.errors)} files could not be read", title_justify="left")

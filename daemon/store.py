@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import sqlite_utils
 
+from daemon.files import is_under
 from hashing.perceptual import from_signed64, to_signed64
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 
 OK, ERROR, DELETED = "ok", "error", "deleted"
+RESOLVED = "resolved"  # moved to the quarantine, the trash, or replaced by a link by `dupwatch resolve`
 EXACT, NEAR = "exact", "near"
 
 
@@ -121,6 +123,24 @@ _SCHEMA = [
         group_id INTEGER NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS members_group ON members(group_id)",
+    """CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added_at REAL)""",
+    """CREATE TABLE IF NOT EXISTS ignored (
+        a TEXT NOT NULL, b TEXT NOT NULL, created_at REAL, PRIMARY KEY (a, b), CHECK (a < b)
+    )""",
+    """CREATE TABLE IF NOT EXISTS actions (
+        id INTEGER PRIMARY KEY, created_at REAL NOT NULL, mode TEXT NOT NULL, target TEXT, undone_at REAL
+    )""",
+    """CREATE TABLE IF NOT EXISTS action_items (
+        id INTEGER PRIMARY KEY,
+        action_id INTEGER NOT NULL REFERENCES actions(id),
+        file_id INTEGER NOT NULL REFERENCES files(id),
+        keeper_id INTEGER REFERENCES files(id),
+        src TEXT NOT NULL, dst TEXT,
+        size INTEGER, mtime_ns INTEGER, content_hash TEXT,
+        state TEXT NOT NULL,
+        error TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS action_items_action ON action_items(action_id)",
 ]
 
 # Migrations from version N-1 to N, appended as the schema grows; each runs in one transaction.
@@ -237,7 +257,7 @@ class Store:
         for fid, path, size, mtime, status in self.db.execute(
             "SELECT id, path, size, mtime_ns, status FROM files"
         ).fetchall():
-            if roots is None or any(_under(path, r) for r in roots):
+            if roots is None or any(is_under(path, r) for r in roots):
                 out[path] = (fid, size, mtime, status)
         return out
 
@@ -349,14 +369,85 @@ class Store:
         """The file's content changed: what it matched before is no longer evidence."""
         self.db.execute("DELETE FROM pairs WHERE a = ? OR b = ?", [file_id, file_id])
 
-    def neighbours(self, file_id: int) -> list[int]:
+    def neighbours(self, file_id: int, ignored: set[tuple[str, str]] | None = None) -> list[int]:
+        """Live partners of a file, leaving out pairs the user marked as not duplicates."""
+        ignored = self.ignored() if ignored is None else ignored
         rows = self.db.execute(
-            """SELECT CASE WHEN p.a = ? THEN p.b ELSE p.a END AS other FROM pairs p
+            """SELECT f.id, f.content_hash, me.content_hash FROM pairs p
                JOIN files f ON f.id = (CASE WHEN p.a = ? THEN p.b ELSE p.a END)
+               JOIN files me ON me.id = ?
                WHERE (p.a = ? OR p.b = ?) AND f.status = ?""",
             [file_id, file_id, file_id, file_id, OK],
         ).fetchall()
-        return [r[0] for r in rows]
+        return [fid for fid, theirs, mine in rows if _key(theirs, mine) not in ignored]
+
+    # -- decisions: ignored pairs, roots ---------------------------------------------------------------------------
+
+    def ignored(self) -> set[tuple[str, str]]:
+        return {(a, b) for a, b in self.db.execute("SELECT a, b FROM ignored")}
+
+    def ignore(self, hash_a: str, hash_b: str) -> None:
+        """Keyed by content, so the decision survives renames, rescans and the daemon."""
+        if hash_a != hash_b:
+            a, b = _key(hash_a, hash_b)
+            self.db.execute("INSERT OR IGNORE INTO ignored (a, b, created_at) VALUES (?, ?, ?)", [a, b, time.time()])
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        for r in roots:
+            self.db.execute("INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)", [r, time.time()])
+
+    def roots(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
+
+    def quarantines(self) -> list[str]:
+        """Folders dupwatch moved files into: never scanned as photos."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT target FROM actions WHERE target IS NOT NULL")]
+
+    # -- the action journal --------------------------------------------------------------------------------------
+
+    def begin_action(self, mode: str, target: str | None) -> int:
+        cur = self.db.execute("INSERT INTO actions (created_at, mode, target) VALUES (?, ?, ?)", [time.time(), mode, target])
+        return int(cur.lastrowid)
+
+    def plan_item(self, action_id: int, rec: "FileRecord", keeper_id: int | None, dst: str | None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO action_items (action_id, file_id, keeper_id, src, dst, size, mtime_ns, content_hash, state) "
+            "VALUES (?,?,?,?,?,?,?,?, 'planned')",
+            [action_id, rec.id, keeper_id, rec.path, dst, rec.size, rec.mtime_ns, rec.content_hash],
+        )
+        return int(cur.lastrowid)
+
+    def set_item_state(self, item_id: int, state: str, error: str | None = None, dst: str | None = None) -> None:
+        self.db.execute(
+            "UPDATE action_items SET state = ?, error = ?, dst = coalesce(?, dst) WHERE id = ?",
+            [state, error, dst, item_id],
+        )
+
+    def action(self, action_id: int | None = None) -> dict | None:
+        """One action (the latest not undone when no id is given) with its items."""
+        if action_id is None:
+            row = self._rows("SELECT * FROM actions WHERE undone_at IS NULL ORDER BY id DESC LIMIT 1")
+        else:
+            row = self._rows("SELECT * FROM actions WHERE id = ?", [action_id])
+        if not row:
+            return None
+        act = row[0]
+        act["items"] = self._rows("SELECT * FROM action_items WHERE action_id = ? ORDER BY id", [act["id"]])
+        return act
+
+    def actions(self) -> list[dict]:
+        return self._rows(
+            "SELECT a.*, count(i.id) AS items, sum(i.state = 'done') AS done, sum(i.size) AS bytes FROM actions a "
+            "LEFT JOIN action_items i ON i.action_id = a.id GROUP BY a.id ORDER BY a.id"
+        )
+
+    def mark_undone(self, action_id: int) -> None:
+        self.db.execute("UPDATE actions SET undone_at = ? WHERE id = ?", [time.time(), action_id])
+
+    def set_status(self, file_id: int, status: str, gen: int) -> None:
+        self.db.execute(
+            "UPDATE files SET status = ?, gen = ?, updated_at = ? WHERE id = ?", [status, gen, time.time(), file_id]
+        )
 
     def group_of(self, file_id: int) -> int | None:
         row = self.db.execute("SELECT group_id FROM members WHERE file_id = ?", [file_id]).fetchone()
@@ -384,6 +475,7 @@ class Store:
                     frontier.update(self.group_members(gid))
         seen: set[int] = set()
         components: list[list[int]] = []
+        ignored = self.ignored()
         for start in sorted(frontier):
             if start in seen:
                 continue
@@ -394,7 +486,7 @@ class Store:
             while stack and rec and rec[0] == OK:
                 node = stack.pop()
                 comp.append(node)
-                for other in self.neighbours(node):
+                for other in self.neighbours(node, ignored):
                     if other not in seen:
                         seen.add(other)
                         stack.append(other)
@@ -448,12 +540,12 @@ class Store:
             "files": c.get(OK, 0),
             "errors": c.get(ERROR, 0),
             "deleted": c.get(DELETED, 0),
+            "resolved": c.get(RESOLVED, 0),
             "groups": groups,
             "grouped_files": grouped,
             "pairs": pairs,
         }
 
 
-def _under(path: str, root: str) -> bool:
-    root = root.rstrip("/")
-    return path == root or path.startswith(root + "/")
+def _key(a: str | None, b: str | None) -> tuple[str, str]:
+    return (a or "", b or "") if (a or "") < (b or "") else (b or "", a or "")
