@@ -1,0 +1,187 @@
+"""Keeping the best shot and moving the rest away: keeper rules, resolve/undo byte for byte, refusals, ignore."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageFilter
+
+from bench.datagen import _exif, load_photo
+from daemon.actions import HARDLINK, MOVE, SYMLINK, TRASH, execute, plan, undo
+from daemon.cli import main
+from daemon.config import Config
+from daemon.keeper import choose
+from daemon.pipeline import Pipeline
+from daemon.store import RESOLVED, Store
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every file under root (links too) -> digest of its bytes."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath, f)
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture()
+def album(tmp_path: Path) -> Path:
+    """A burst (one sharp frame, two blurred), a photo with a downscaled copy, and an unrelated photo."""
+    root = tmp_path / "album"
+    (root / "burst").mkdir(parents=True)
+    (root / "trip").mkdir()
+    cat = load_photo("chelsea").resize((900, 600))
+    cat.save(root / "burst" / "frame2.jpg", quality=92, exif=_exif())
+    for n, radius in ((1, 2.5), (3, 1.8)):
+        cat.filter(ImageFilter.GaussianBlur(radius)).save(root / "burst" / f"frame{n}.jpg", quality=92)
+    coffee = load_photo("coffee").resize((1200, 800))
+    coffee.save(root / "trip" / "coffee.jpg", quality=90)
+    coffee.resize((600, 400)).save(root / "trip" / "coffee_small.jpg", quality=95)
+    load_photo("astronaut").save(root / "trip" / "astronaut.jpg", quality=90)
+    return root
+
+
+def _scan(cfg: Config, embedder, root: Path) -> Store:
+    store = Store(cfg.db)
+    with Pipeline(cfg, store, embedder) as p:
+        p.scan([root])
+    return store
+
+
+def _group_with(store: Store, name: str) -> list:
+    for _, members in store.groups():
+        if any(m.path.endswith(name) for m in members):
+            return members
+    raise AssertionError(f"no group holds {name}")
+
+
+def test_keeper_prefers_the_sharp_frame_and_the_large_original(album: Path, cfg: Config, embedder) -> None:
+    store = _scan(cfg, embedder, album)
+    burst = choose(_group_with(store, "frame2.jpg"))
+    assert burst.keeper.path.endswith("frame2.jpg") and "sharpness" in burst.reason
+    trip = choose(_group_with(store, "coffee.jpg"))
+    assert trip.keeper.path.endswith("trip/coffee.jpg") and "resolution" in trip.reason
+    # size before resolution would pick the larger file instead: the order of criteria is honoured
+    by_size = choose(_group_with(store, "coffee.jpg"), ["size"])
+    assert by_size.keeper.path == max(_group_with(store, "coffee.jpg"), key=lambda r: r.size).path
+
+
+def test_reference_folders_are_never_proposed_for_removal(album: Path, cfg: Config, embedder) -> None:
+    store = _scan(cfg, embedder, album)
+    d = choose(_group_with(store, "coffee.jpg"), reference_dirs=[str(album / "trip")])
+    assert not d.remove and d.reason == "in a reference folder"
+
+
+@pytest.mark.parametrize("mode", [MOVE, HARDLINK, SYMLINK])
+def test_resolve_then_undo_restores_every_byte_and_path(mode: str, album: Path, cfg: Config, embedder,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    store = _scan(cfg, embedder, album)
+    before = _tree(album)
+    quarantine = tmp_path / "quarantine"
+    steps = plan(store, mode, quarantine)
+    assert {Path(s.file.path).name for s in steps} == {"frame1.jpg", "frame3.jpg", "coffee_small.jpg"}
+    assert all(s.refused is None for s in steps)
+    action_id, failed = execute(store, steps, mode, quarantine)
+    assert not failed
+    for s in steps:
+        assert Path(s.dst).read_bytes() and store.get(s.file.id).status == RESOLVED
+        if mode == MOVE:
+            assert not os.path.lexists(s.file.path)
+        elif mode == HARDLINK:
+            assert os.path.samefile(s.file.path, s.keeper.path)
+        else:
+            assert os.readlink(s.file.path) == s.keeper.path
+    assert Path(steps[0].dst) == quarantine / steps[0].file.path.lstrip("/")  # full path kept: no collisions
+    assert store.groups() == []
+    assert undo(store, action_id) == (action_id, [])
+    assert _tree(album) == before
+    assert not any(os.path.islink(p) for p in album.rglob("*"))
+    assert len(store.groups()) == 2
+    assert not _tree(quarantine)
+
+
+def test_trash_mode_and_its_undo(album: Path, cfg: Config, embedder, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    store = _scan(cfg, embedder, album)
+    before = _tree(album)
+    steps = plan(store, TRASH, None, groups=[store.group_of(store.by_path(str(album / "trip/coffee.jpg")).id)])
+    action_id, failed = execute(store, steps, TRASH, None)
+    assert not failed and not (album / "trip/coffee_small.jpg").exists()
+    assert (tmp_path / "xdg/Trash/files/coffee_small.jpg").exists()
+    undo(store, action_id)
+    assert _tree(album) == before
+
+
+def test_changed_files_and_paths_outside_the_roots_are_refused(album: Path, cfg: Config, embedder,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    store = _scan(cfg, embedder, album)
+    target = album / "trip" / "coffee_small.jpg"
+    with open(target, "ab") as f:
+        f.write(b"\0")  # edited after the scan
+    steps = {Path(s.file.path).name: s for s in plan(store, MOVE, tmp_path / "q")}
+    assert "changed since it was scanned" in steps["coffee_small.jpg"].refused
+    execute(store, list(steps.values()), MOVE, tmp_path / "q")
+    assert target.exists()
+    with store.atomic():  # the burst folder is no longer a root dupwatch was given
+        store.db.execute("DELETE FROM roots")
+        store.add_roots([str(album / "trip")])
+    with store.atomic():
+        store.db.execute("UPDATE files SET status = 'ok'")
+        store.regroup([r for r, in store.db.execute("SELECT id FROM files")])
+    refused = [s for s in plan(store, MOVE, tmp_path / "q2") if s.file.path.startswith(str(album / "burst"))]
+    assert refused and all(s.refused == "outside the scanned roots" for s in refused)
+
+
+def test_undo_refuses_when_the_place_is_taken(album: Path, cfg: Config, embedder, tmp_path: Path) -> None:
+    store = _scan(cfg, embedder, album)
+    steps = plan(store, MOVE, tmp_path / "q")
+    action_id, _ = execute(store, steps, MOVE, tmp_path / "q")
+    taken = Path(steps[0].file.path)
+    taken.write_bytes(b"a new photo the user saved here meanwhile")
+    _, refusals = undo(store, action_id)
+    assert len(refusals) == 1 and "taken" in refusals[0]
+    assert taken.read_bytes() == b"a new photo the user saved here meanwhile"
+    assert Path(steps[0].dst).exists()  # still safe in the quarantine
+    assert all(Path(s.file.path).exists() for s in steps[1:])
+
+
+def test_cli_dry_run_resolve_undo_and_journal(album: Path, tmp_path: Path) -> None:
+    db, q = str(tmp_path / "c.db"), tmp_path / "q"
+    run = CliRunner().invoke
+    assert run(main, ["--db", db, "-q", "scan", str(album), "--workers", "0"]).exit_code == 0
+    before = _tree(album)
+    dry = run(main, ["--db", db, "resolve", "--move-to", str(q), "--dry-run"])
+    assert dry.exit_code == 0 and "would move" in dry.stdout and _tree(album) == before and not q.exists()
+    assert run(main, ["--db", db, "resolve"]).exit_code == 2  # no quarantine named: refuse, move nothing
+    done = run(main, ["--db", db, "resolve", "--move-to", str(q)])
+    assert done.exit_code == 0, done.output
+    assert len(_tree(q)) == 3 and "action #1" in done.stderr
+    assert "#1 move" in run(main, ["--db", db, "actions"]).stdout
+    assert run(main, ["--db", db, "undo"]).exit_code == 0
+    assert _tree(album) == before
+    assert run(main, ["--db", db, "undo"]).exit_code == 1  # nothing left to undo
+
+
+def test_ignored_pairs_stay_ignored_after_rescans(album: Path, tmp_path: Path) -> None:
+    db = str(tmp_path / "i.db")
+    run = CliRunner().invoke
+    run(main, ["--db", db, "-q", "scan", str(album), "--workers", "0"])
+    store = Store(Path(db))
+    gid = store.group_of(store.by_path(str(album / "burst/frame1.jpg")).id)
+    assert run(main, ["--db", db, "ignore", "--group", str(gid)]).exit_code == 0
+    a, b = str(album / "trip/coffee.jpg"), str(album / "trip/coffee_small.jpg")
+    assert run(main, ["--db", db, "ignore", a, b]).exit_code == 0
+    assert Store(Path(db)).groups() == []
+    shutil.move(album / "burst", album / "burst-renamed")  # renamed and touched: same content, new paths
+    for p in (album / "burst-renamed").iterdir():
+        os.utime(p)
+    run(main, ["--db", db, "-q", "scan", str(album), "--workers", "0"])
+    assert Store(Path(db)).groups() == []
+    assert run(main, ["--db", db, "ignore", a]).exit_code == 2

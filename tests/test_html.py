@@ -1,0 +1,67 @@
+"""The HTML report: self-contained, and in a real headless browser every thumbnail loads and shows."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemon.config import Config
+from daemon.html import render_html
+from daemon.pipeline import Pipeline
+from daemon.reports import build_report
+from daemon.store import Store
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report_file(photo_set, embedder, tmp_path_factory) -> tuple[Path, object]:
+    root, _ = photo_set
+    tmp = tmp_path_factory.mktemp("html")
+    store = Store(tmp / "h.db")
+    with Pipeline(Config(db=tmp / "h.db", workers=0), store, embedder) as p:
+        p.scan([root])
+    rep = build_report(store)
+    out = tmp / "report.html"
+    out.write_text(render_html(rep))
+    return out, rep
+
+
+def test_report_is_self_contained_and_complete(report_file) -> None:
+    out, rep = report_file
+    html = out.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched from anywhere
+    assert html.count("data:image/jpeg;base64,") == sum(len(g.members) for g in rep.groups)
+    assert f"<b>{rep.reclaimable:,}</b> bytes reclaimable" in html
+    assert [g.reclaimable for g in rep.groups] == sorted((g.reclaimable for g in rep.groups), reverse=True)
+
+
+def _chromium(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, *FLAGS, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_headless_browser_shows_every_thumbnail(report_file, tmp_path: Path) -> None:
+    out, rep = report_file
+    url = out.as_uri()
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", url, f"--user-data-dir={tmp_path / 'p1'}").stdout
+    images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    loaded = int(re.search(r'data-loaded="(\d+)"', dom).group(1))
+    assert images == sum(len(g.members) for g in rep.groups[:50]) and loaded == images
+    shot = tmp_path / "shot.png"
+    _chromium("--virtual-time-budget=5000", f"--screenshot={shot}", "--window-size=1280,1400",
+              f"--user-data-dir={tmp_path / 'p2'}", url)  # fmt: skip
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    # photo thumbnails are colourful and textured; the page chrome is flat white/grey/green
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    assert (saturation > 40).mean() > 0.05, "no photographs visible in the screenshot"
+    keeper_green = (pixels[..., 1] > 140) & (pixels[..., 0] < 80) & (pixels[..., 2] < 90)
+    assert keeper_green.sum() > 200, "the keeper is not highlighted"
