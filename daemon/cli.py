@@ -28,6 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Context:
     cfg: Config
     quiet: bool
+    config_path: Path | None = None
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -54,12 +55,16 @@ def main(ctx: click.Context, db: Path | None, config_path: Path | None, verbose:
         cfg = load_config(config_path)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    ctx.obj = Context(cfg.with_overrides(db=db.resolve() if db else None), quiet)
+    ctx.obj = Context(cfg.with_overrides(db=db.resolve() if db else None), quiet, config_path)
 
 
 def _embedder(cfg: Config):  # noqa: ANN202 - torch is imported lazily so `report` and `status` start fast
-    from hashing.embedding import default_embedder
+    from hashing.embedding import default_embedder, tiny_embedder
 
+    if cfg.model == "tinynet":
+        return tiny_embedder()
+    if cfg.model != "efficientnet-lite0":
+        raise click.UsageError(f"unknown model {cfg.model!r} (efficientnet-lite0 or tinynet)")
     return default_embedder(batch_size=cfg.batch_size, device=cfg.device)
 
 
@@ -247,14 +252,58 @@ def query(obj: Context, image: Path, k: int, fmt: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
-    """Counts of files, groups and errors in the database."""
+    """Counts of files, groups and errors; and, while `dupwatch watch` runs, its queue, uptime and last events."""
+    import time
+
+    from daemon.service import read_status
+
     store = _store(obj.cfg, readonly=True)
-    counts = {"database": str(obj.cfg.db), **store.counts()}
+    counts: dict[str, Any] = {"database": str(obj.cfg.db), **store.counts()}
+    daemon = read_status(obj.cfg)
     if as_json:
-        click.echo(json.dumps(counts, indent=1))
-    else:
-        for key, value in counts.items():
-            click.echo(f"{key:>14}: {value}")
+        click.echo(json.dumps({**counts, "daemon": daemon}, indent=1))
+        return
+    for key, value in counts.items():
+        click.echo(f"{key:>14}: {value}")
+    if daemon is None:
+        click.echo(f"{'daemon':>14}: not running")
+        return
+    click.echo(f"{'daemon':>14}: pid {daemon['pid']}, {daemon['state']}, up {time.time() - daemon['started_at']:.0f}s")
+    click.echo(f"{'queue':>14}: {daemon['queue']} events, {daemon['pending']} files waiting to settle")
+    click.echo(f"{'processed':>14}: {daemon['processed']} files, {daemon['duplicates']} duplicates found")
+    for e in daemon["last_events"][-5:]:
+        when = time.strftime("%H:%M:%S", time.localtime(e["time"]))
+        click.echo(f"{'':>14}  {when} {e['event']}: {e.get('path', '')}")
+
+
+@main.command()
+@click.argument("dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--polling", is_flag=True, help="Poll instead of inotify (network filesystems).")
+@click.option("--on-duplicate", help="Command run for each duplicate, with the event as JSON on stdin.")
+@matching_options
+@click.pass_obj
+def watch(obj: Context, dirs: tuple[Path, ...], polling: bool, on_duplicate: str | None, **overrides: Any) -> None:
+    """Reconcile DIRS with the database, then follow them live: each new or changed photo is checked as soon as it
+    is complete. This is what the systemd service runs. SIGTERM stops it cleanly, SIGHUP reloads the config."""
+    from daemon.lock import AlreadyRunning
+    from daemon.service import Service
+
+    cfg = obj.cfg.with_overrides(on_duplicate=on_duplicate, **overrides)
+    roots = list(dirs) or cfg.roots
+    if not roots:
+        raise click.UsageError("name the folders to watch (or set roots in the config file)")
+
+    def reload() -> Config:
+        return load_config(obj.config_path).with_overrides(on_duplicate=on_duplicate, **overrides)
+
+    service = Service(cfg, roots, _embedder(cfg), polling=polling, reload_config=reload)
+    service.install_signal_handlers()
+    try:
+        sys.exit(service.run())
+    except AlreadyRunning as e:
+        _fail(str(e))
+    except (StoreError, RuntimeError) as e:
+        _fail(str(e))
 
 
 @main.command()
@@ -394,6 +443,55 @@ def ignore(obj: Context, paths: tuple[Path, ...], group_id: int | None) -> None:
         click.echo(f"{len(recs)} files marked as not duplicates of each other", err=True)
     finally:
         lock.release()
+
+
+@main.group()
+def service() -> None:
+    """The systemd user service."""
+
+
+def user_unit_path() -> Path:
+    import os
+
+    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return base / "systemd" / "user" / "dupwatch.service"
+
+
+def render_unit(dupwatch: str, db: Path, roots: list[Path], config_path: Path | None) -> str:
+    """The user unit of systemd/dupwatch.service with this installation's paths filled in."""
+    import shlex
+    from importlib import resources
+
+    template = resources.files("daemon").joinpath("templates/dupwatch.service").read_text()
+    exe = shlex.join([dupwatch, "--db", str(db)] + (["--config", str(config_path)] if config_path else []))
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    return (template.replace("@DUPWATCH@", exe).replace("@ROOTS@", shlex.join(str(r) for r in roots))
+            .replace("@README@", str(readme)))  # fmt: skip
+
+
+@service.command("install")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--enable", is_flag=True, help="Also run systemctl --user daemon-reload and enable --now.")
+@click.pass_obj
+def service_install(obj: Context, dirs: tuple[Path, ...], enable: bool) -> None:
+    """Write the user unit for DIRS to ~/.config/systemd/user/dupwatch.service."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dupwatch") or str(Path(sys.argv[0]).resolve())
+    unit = render_unit(exe, obj.cfg.db, [d.resolve() for d in dirs], obj.config_path)
+    path = user_unit_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(unit)
+    click.echo(f"wrote {path}", err=True)
+    commands = [["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", "--now", "dupwatch"]]
+    if enable:
+        for cmd in commands:
+            if subprocess.run(cmd).returncode != 0:
+                _fail(f"{' '.join(cmd)} failed")
+    else:
+        click.echo("start it with:\n  " + "\n  ".join(" ".join(c) for c in commands), err=True)
+    click.echo("to keep it running while you are logged out: loginctl enable-linger $USER", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

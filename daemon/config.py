@@ -59,7 +59,15 @@ class Config:
     # keeping and resolving
     keeper_rules: tuple[str, ...] = ("resolution", "sharpness", "exif", "size", "oldest")
     reference_dirs: list[Path] = field(default_factory=list)  # never proposed for removal
+    # watching
+    settle_seconds: float = 0.5  # a file's size and mtime must hold still this long before it is read
+    incomplete_grace: float = 30.0  # a file still unreadable this soon after its last write is retried, not failed
+    reconcile_interval: float = 900.0  # full rescan of the roots: the safety net for lost events
+    index_save_interval: float = 60.0
+    queue_size: int = 100_000  # filesystem events held before an overflow turns into a reconcile
+    on_duplicate: str | None = None  # shell command run with each duplicate event as JSON on stdin
     # throughput
+    model: str = "efficientnet-lite0"  # or "tinynet": a small random network, for tests and load benchmarks
     workers: int = 2
     batch_size: int = 16
     local_cache: int = 2048  # recent files whose local descriptors stay in memory (~44 KB each)
@@ -72,6 +80,14 @@ class Config:
     @property
     def lock_path(self) -> Path:
         return self.db.with_name(self.db.name + ".lock")
+
+    @property
+    def status_path(self) -> Path:
+        return self.db.with_name(self.db.name + ".status.json")
+
+    @property
+    def events_path(self) -> Path:
+        return self.db.with_name(self.db.name + ".events.jsonl")
 
     def with_overrides(self, **overrides: Any) -> "Config":
         """Flags win over the file; None means 'flag not given'."""

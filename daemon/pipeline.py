@@ -35,6 +35,15 @@ Progress = Callable[[int], None]
 
 
 @dataclass
+class Duplicate:
+    """A file just recorded that has confirmed pairs: what the watcher logs, journals and hands to hooks."""
+
+    path: str
+    group: int | None
+    matches: list[dict]  # {"path", "kind", "cosine", "hamming", "inliers"}
+
+
+@dataclass
 class ScanStats:
     seen: int = 0
     unchanged: int = 0
@@ -44,6 +53,7 @@ class ScanStats:
     errors: int = 0
     deleted: int = 0
     pairs: int = 0
+    deferred: list[str] = field(default_factory=list)  # not recorded yet: still being written (see defer_errors)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("decode", "embedding", "index", "database", "total"), 0.0))  # fmt: skip
 
@@ -103,6 +113,11 @@ class Pipeline:
         self.matcher.load_hashes(*store.live_hashes())
         self._pool: Executor | None = None
         self._dirty = False
+        # The watcher's hooks: told about every new duplicate after its batch commits; asked whether an unreadable
+        # file might only be incomplete (then it is handed back instead of recorded as an error).
+        self.listener: Callable[[list[Duplicate]], None] | None = None
+        self.on_move: Callable[[str, str], None] | None = None
+        self.defer_errors: Callable[[FileResult], bool] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -198,6 +213,9 @@ class Pipeline:
         batch: list[_Item] = []
         for result, seconds in self._results(paths):
             stats.add_time("decode", seconds)
+            if result.fingerprint is None and self.defer_errors is not None and self.defer_errors(result):
+                stats.deferred.append(result.path)
+                continue
             batch.append(_Item(result))
             if len(batch) >= self.cfg.batch_size:
                 self._commit(batch, stats)
@@ -226,9 +244,10 @@ class Pipeline:
                 continue
             if item.record is not None and item.record.status == OK and item.record.content_hash == fp.content_hash:
                 continue  # same bytes, new mtime: nothing to recompute
+            # a rename: the same bytes under a path that is gone (its delete event may not have arrived yet)
             moved = [
                 m
-                for m in self.store.by_content(fp.content_hash, DELETED)
+                for m in self.store.by_content(fp.content_hash, DELETED) + self.store.by_content(fp.content_hash, OK)
                 if m.id not in claimed and m.embedding is not None and not os.path.exists(m.path)
             ]
             if moved and item.record is None:
@@ -253,17 +272,35 @@ class Pipeline:
                 item.local = loc
         stats.add_time("embedding", time.perf_counter() - t)
 
+        found: list[tuple[str, int, list[Match]]] = []
         with self.store.atomic():
             gen = self.store.next_gen()
             seeds: set[int] = set()
             for item in batch:
-                seeds.update(self._record(item, gen, stats))
+                seeds.update(self._record(item, gen, stats, found))
             t = time.perf_counter()
             self.store.regroup(seeds)
             stats.add_time("database", time.perf_counter() - t)
         self._dirty = True
+        if found and self.listener is not None:
+            self.listener(self._describe(found))
+        if self.on_move is not None:
+            for item in batch:
+                if item.moved_from is not None:
+                    self.on_move(item.moved_from.path, item.result.path)
 
-    def _record(self, item: _Item, gen: int, stats: ScanStats) -> set[int]:
+    def _describe(self, found: list[tuple[str, int, list[Match]]]) -> list[Duplicate]:
+        recs = self.store.many({m.other for _, _, ms in found for m in ms})
+        out = []
+        for path, fid, matches in found:
+            out.append(Duplicate(path, self.store.group_of(fid), [
+                {"path": recs[m.other].path, "kind": m.kind, "cosine": round(m.cosine, 4), "hamming": m.hamming,
+                 "inliers": m.inliers}
+                for m in matches if m.other in recs
+            ]))  # fmt: skip
+        return out
+
+    def _record(self, item: _Item, gen: int, stats: ScanStats, found: list) -> set[int]:
         """Write one file and its pairs (inside the batch transaction); returns the ids whose groups may change."""
         r, old = item.result, item.record
         fp = r.fingerprint
@@ -331,6 +368,7 @@ class Pipeline:
         stats.add_time("database", time.perf_counter() - t)
         if by_id:
             log.info("%s: duplicate of %d file(s)", r.path, len(by_id))
+            found.append((r.path, fid, list(by_id.values())))
         return {fid, *by_id}
 
     @staticmethod
@@ -379,6 +417,40 @@ class Pipeline:
         return local
 
     # -- removals ------------------------------------------------------------------------------------------------
+
+    def moved(self, src: str, dest: str) -> bool:
+        """A rename seen by the watcher: the record, fingerprints, pairs and index label follow the file.
+        False when src is not a live record (the caller then treats dest as a new file)."""
+        rec = self.store.by_path(src)
+        if rec is None or rec.status != OK:
+            return False
+        try:
+            st = os.stat(dest)
+        except OSError:
+            return False
+        if (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
+            return False  # renamed and changed: fingerprint it again
+        with self.store.atomic():
+            self.store.move(rec.id, dest, st.st_size, st.st_mtime_ns, self.store.next_gen())  # type: ignore[arg-type]
+        self._dirty = True
+        log.info("moved: %s -> %s", src, dest)
+        if self.on_move is not None:
+            self.on_move(src, dest)
+        return True
+
+    def forget_paths(self, paths: Sequence[str]) -> int:
+        """Files or whole folders gone from disk; returns how many records left the live set."""
+        ids = []
+        for p in paths:
+            rec = self.store.by_path(p)
+            if rec is not None and rec.status not in (DELETED, RESOLVED):
+                ids.append(rec.id)
+            else:
+                ids += [fid for path, (fid, _, _, st) in self.store.stat_index([p]).items()
+                        if st not in (DELETED, RESOLVED)]  # fmt: skip
+        if ids:
+            self.forget(ids)  # type: ignore[arg-type]
+        return len(ids)
 
     def forget(self, file_ids: Sequence[int]) -> None:
         """Files gone from disk: out of the indexes and their groups; rows stay so a rename can find them."""

@@ -301,8 +301,16 @@ class Store:
         self.db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE id = ?", [size, mtime_ns, file_id])
 
     def move(self, file_id: int, new_path: str, size: int, mtime_ns: int, gen: int) -> None:
-        """A rename: the row, its fingerprints, pairs and index label all travel with it."""
-        self.db.execute("DELETE FROM files WHERE path = ? AND id != ?", [new_path, file_id])
+        """A rename: the row, its fingerprints, pairs and index label all travel with it. A stale row that still
+        names the destination (a file deleted there earlier) is retired under a tombstone path, keeping whatever
+        the action journal says about it."""
+        for (stale,) in self.db.execute("SELECT id FROM files WHERE path = ? AND id != ?", [new_path, file_id]).fetchall():
+            self.drop_pairs(stale)
+            self.db.execute("DELETE FROM members WHERE file_id = ?", [stale])
+            self.db.execute(
+                "UPDATE files SET path = ?, status = ?, gen = ? WHERE id = ?",
+                [f"{new_path}\0superseded-by-{file_id}", DELETED, gen, stale],
+            )
         self.db.execute(
             "UPDATE files SET path = ?, size = ?, mtime_ns = ?, status = ?, gen = ?, updated_at = ? WHERE id = ?",
             [new_path, size, mtime_ns, OK, gen, time.time(), file_id],

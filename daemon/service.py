@@ -1,0 +1,321 @@
+"""`dupwatch watch`: reconcile the roots with the database, then follow filesystem events until told to stop.
+
+One loop owns the pipeline (and so the database and the index); watchdog's thread only fills a bounded queue.
+Every batch is one transaction, so `kill -9` at any moment loses at most the batch in hand, and the reconcile at
+the next start picks it up again. SIGTERM finishes the batch in hand, saves the index and exits 0; SIGHUP reloads
+the config's thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from daemon.config import Config
+from daemon.lock import WriterLock
+from daemon.notify import notify, watchdog_period
+from daemon.pipeline import Duplicate, Pipeline
+from daemon.store import Store
+from daemon.watcher import Change, Debouncer, Handler, make_observer
+from hashing.embedding import Embedder
+from hashing.fingerprint import FileResult
+
+log = logging.getLogger(__name__)
+
+HOOK_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Status:
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+    state: str = "starting"
+    roots: list[str] = field(default_factory=list)
+    queue: int = 0
+    pending: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    reconciles: int = 0
+    last_events: list[dict] = field(default_factory=list)
+    updated_at: float = 0.0
+
+
+class Service:
+    def __init__(self, cfg: Config, roots: list[Path], embedder: Embedder, polling: bool = False,
+                 reload_config: Callable[[], Config] | None = None) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.roots = [Path(r).resolve() for r in roots]
+        self.embedder = embedder
+        self.polling = polling
+        self.reload_config = reload_config
+        self.changes: queue.Queue[Change] = queue.Queue(maxsize=cfg.queue_size)
+        self.debouncer = Debouncer(cfg.settle_seconds)
+        self.status = Status(roots=[str(r) for r in self.roots])
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._hooks: list[tuple[subprocess.Popen, float]] = []
+        self._last_events: deque[dict] = deque(maxlen=20)
+        self._young: dict[str, float] = {}  # path -> first time it failed to decode (still being written?)
+
+    # -- signals ---------------------------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the loop --------------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        with WriterLock(self.cfg.lock_path):
+            store = Store(self.cfg.db)
+            with Pipeline(self.cfg, store, self.embedder) as pipeline:
+                self.pipeline = pipeline
+                pipeline.listener = self._on_duplicates
+                pipeline.defer_errors = self._maybe_incomplete
+                pipeline.on_move = lambda src, dest: self._event("moved", dest, source=src)
+                self._set_state("reconciling")
+                self._reconcile()
+                handler = Handler(self.changes, self.cfg.suffixes, [Path(q) for q in store.quarantines()])
+                observer = make_observer(self.polling)
+                for root in self.roots:
+                    observer.schedule(handler, str(root), recursive=True)
+                try:
+                    observer.start()
+                except OSError as e:
+                    if e.errno == 28:  # ENOSPC from inotify_add_watch
+                        raise RuntimeError(
+                            "inotify watch limit reached: raise fs.inotify.max_user_watches "
+                            "(sysctl fs.inotify.max_user_watches=524288) or use --polling"
+                        ) from None
+                    raise
+                self._set_state("watching")
+                notify("READY=1")
+                try:
+                    self._loop(handler)
+                finally:
+                    self._set_state("stopping")
+                    notify("STOPPING=1")
+                    observer.stop()
+                    observer.join(timeout=5)
+                    self._reap_hooks(wait=True)
+            store.close()
+        self._write_status(final=True)
+        log.info("stopped")
+        return 0
+
+    def _loop(self, handler: Handler) -> None:
+        cfg = self.cfg
+        last_reconcile = last_save = last_ping = last_status = time.monotonic()
+        ping_every = watchdog_period()
+        while not self._stop.is_set():
+            self._drain(timeout=0.05)
+            now = time.monotonic()
+            ready = self.debouncer.ready(now, limit=cfg.batch_size * 4)
+            if ready:
+                stats = self.pipeline.process_now(ready)
+                self.status.processed += len(ready) - len(stats.deferred)
+                for p in stats.deferred:
+                    self.debouncer.touch(p)
+                    if p in self.debouncer.pending:
+                        self.debouncer.pending[p].since = now  # wait a full settle period again
+                for p in ready:
+                    if p not in stats.deferred:
+                        self._young.pop(p, None)
+            if handler.overflowed.is_set() or now - last_reconcile > cfg.reconcile_interval:
+                handler.overflowed.clear()
+                self._reconcile()
+                last_reconcile = time.monotonic()
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_config()
+            if now - last_save > cfg.index_save_interval:
+                self.pipeline.save_index()
+                last_save = now
+            if ping_every and now - last_ping > ping_every:
+                notify("WATCHDOG=1")
+                last_ping = now
+            if now - last_status > 1.0:
+                self._write_status()
+                last_status = now
+            self._reap_hooks()
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            change = self.changes.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._apply(change)
+            try:
+                change = self.changes.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, c: Change) -> None:
+        from daemon.files import is_candidate
+
+        if c.kind == "changed":
+            self.debouncer.touch(c.path, closed=c.closed)
+        elif c.kind == "deleted":
+            self.debouncer.discard(c.path) if not c.is_dir else self.debouncer.discard_under(c.path)
+            n = self.pipeline.forget_paths([c.path])
+            if n:
+                self._event("deleted", c.path, files=n)
+        elif c.kind == "moved":
+            dest = c.dest or ""
+            if c.is_dir:
+                self.debouncer.discard_under(c.path)
+                self._move_folder(c.path, dest)
+                return
+            self.debouncer.discard(c.path)
+            wanted = is_candidate(dest, self.cfg.suffixes)
+            if not (wanted and self.pipeline.moved(c.path, dest)):
+                if self.pipeline.forget_paths([c.path]):
+                    self._event("deleted", c.path)
+                if wanted:  # e.g. a sync client's .part renamed into place
+                    self.debouncer.touch(dest)
+
+    def _move_folder(self, src: str, dest: str) -> None:
+        from daemon.files import walk_images
+
+        known = self.pipeline.store.stat_index([src])
+        for path in walk_images([Path(dest)], self.cfg.suffixes):
+            old = os.path.join(src, os.path.relpath(path, dest))
+            if not (old in known and self.pipeline.moved(old, path)):
+                self.debouncer.touch(path)
+        self.pipeline.forget_paths([src])  # whatever did not travel
+
+    def _reconcile(self) -> None:
+        """Bring the store in line with the disk: files added, changed, moved or removed while nobody watched."""
+        self.status.reconciles += 1
+        notify("STATUS=reconciling")
+
+        def progress(done: int, total: int) -> None:
+            notify(f"STATUS=reconciling: {done}/{total} files")
+            self.status.pending = total - done
+            self._write_status()
+
+        stats = self.pipeline.scan(self.roots, progress=progress)
+        for p in stats.deferred:
+            self.debouncer.touch(p)
+        log.info("reconciled: %d files, %d fingerprinted, %d moved, %d gone, %d unreadable",
+                 stats.seen, stats.fingerprinted, stats.moved, stats.deleted, stats.errors)  # fmt: skip
+        notify(f"STATUS=watching {len(self.roots)} folders, {stats.seen} images")
+
+    def _maybe_incomplete(self, r: FileResult) -> bool:
+        """A young file that fails to decode is probably still being written: retry it, up to incomplete_grace."""
+        try:
+            age = time.time() - os.stat(r.path).st_mtime
+        except OSError:
+            return False  # vanished: record it (and the delete event will follow)
+        first = self._young.setdefault(r.path, time.monotonic())
+        if age < self.cfg.incomplete_grace and time.monotonic() - first < self.cfg.incomplete_grace:
+            log.debug("%s not readable yet (%s): waiting", r.path, r.error)
+            return True
+        self._young.pop(r.path, None)
+        return False
+
+    def _reload_config(self) -> None:
+        if self.reload_config is None:
+            return
+        try:
+            new = self.reload_config()
+        except Exception as e:  # a broken config file must not stop the service
+            log.error("config not reloaded: %s", e)
+            return
+        keep = {"db": self.cfg.db}
+        self.cfg = new.with_overrides(**keep)
+        self.pipeline.cfg = self.cfg
+        self.pipeline.matcher.cfg = self.cfg
+        self.debouncer.settle = self.cfg.settle_seconds
+        log.info("config reloaded")
+
+    # -- reporting -------------------------------------------------------------------------------------------------
+
+    def _on_duplicates(self, found: list[Duplicate]) -> None:
+        for d in found:
+            self.status.duplicates += 1
+            event = {"event": "duplicate", "time": time.time(), **asdict(d)}
+            others = ", ".join(f"{m['path']} ({m['kind']}, cosine {m['cosine']:.3f})" for m in d.matches)
+            log.warning("duplicate: %s matches %s", d.path, others)
+            self._journal(event)
+            if self.cfg.on_duplicate:
+                self._run_hook(event)
+
+    def _event(self, kind: str, path: str, **extra: object) -> None:
+        self._journal({"event": kind, "time": time.time(), "path": path, **extra})
+
+    def _journal(self, event: dict) -> None:
+        self._last_events.append(event)
+        with open(self.cfg.events_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(event) + "\n")
+
+    def _run_hook(self, event: dict) -> None:
+        try:
+            proc = subprocess.Popen(shlex.split(self.cfg.on_duplicate or ""), stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(event).encode() + b"\n")
+            proc.stdin.close()
+            self._hooks.append((proc, time.monotonic()))
+        except OSError as e:
+            log.error("--on-duplicate hook failed to start: %s", e)
+
+    def _reap_hooks(self, wait: bool = False) -> None:
+        alive = []
+        for proc, started in self._hooks:
+            if wait:
+                try:
+                    proc.wait(timeout=max(0.1, HOOK_TIMEOUT_S - (time.monotonic() - started)))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            if proc.poll() is None:
+                if time.monotonic() - started > HOOK_TIMEOUT_S:
+                    log.error("hook pid %d ran over %.0fs: killed", proc.pid, HOOK_TIMEOUT_S)
+                    proc.kill()
+                alive.append((proc, started))
+            elif proc.returncode:
+                log.error("--on-duplicate hook exited with %d", proc.returncode)
+        self._hooks = [] if wait else alive
+
+    def _set_state(self, state: str) -> None:
+        self.status.state = state
+        self._write_status()
+
+    def _write_status(self, final: bool = False) -> None:
+        self.status.queue = self.changes.qsize()
+        self.status.pending = len(self.debouncer) if self.status.state != "reconciling" else self.status.pending
+        self.status.last_events = list(self._last_events)[-10:]
+        self.status.updated_at = time.time()
+        if final:
+            self.status.state = "stopped"
+        tmp = self.cfg.status_path.with_name(self.cfg.status_path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self.status)))
+        os.replace(tmp, self.cfg.status_path)
+
+
+def read_status(cfg: Config) -> dict | None:
+    """The running daemon's status, or None when no daemon is running on this database."""
+    try:
+        data = json.loads(cfg.status_path.read_text())
+        if data.get("state") == "stopped":
+            return None
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return data
