@@ -1,0 +1,163 @@
+"""The daemon as the service manager sees it: a subprocess that survives kill -9, stops cleanly on SIGTERM,
+speaks the notify protocol on a real socket, refuses a second instance, and ships unit files that verify."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.store import Store
+from tests.watchkit import noise_png, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> dict:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cfg = tmp_path / "dupwatch.toml"
+    # the tiny network keeps start-up and throughput fast; the real CNN is covered elsewhere
+    cfg.write_text('model = "tinynet"\nsettle_seconds = 0.3\nworkers = 1\nbatch_size = 8\n'
+                   "cosine_threshold = 0.999\nverify_low = 0.999\n")  # fmt: skip
+    return {"photos": photos, "db": tmp_path / "d.db", "config": cfg, "tmp": tmp_path}
+
+
+def _start(env: dict, extra_env: dict | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "daemon.cli", "--db", str(env["db"]), "--config", str(env["config"]),
+           "-v", "watch", str(env["photos"])]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(extra_env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _state(env: dict) -> str | None:
+    try:
+        return json.loads(env["db"].with_name("d.db.status.json").read_text())["state"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _count(env: dict) -> int:
+    try:
+        return Store(env["db"], readonly=True).counts()["files"]
+    except Exception:
+        return -1
+
+
+def test_kill_9_mid_batch_then_restart_loses_nothing(env: dict) -> None:
+    n = 300
+    proc = _start(env)
+    assert wait_until(lambda: _state(env) == "watching", 60)
+    for i in range(n):
+        (env["photos"] / f"p{i:04d}.png").write_bytes(noise_png(i))
+        if i % 3 == 0:  # every third photo also has an identical copy: those pairs must end up grouped
+            (env["photos"] / f"p{i:04d}-copy.png").write_bytes(noise_png(i))
+    total = n + (n + 2) // 3
+    assert wait_until(lambda: _count(env) > 0, 60)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert _count(env) < total, "the daemon finished before it could be killed mid-batch"
+    proc = _start(env)
+    try:
+        assert wait_until(lambda: _count(env) == total, 120, every=0.5), _count(env)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    store = Store(env["db"], readonly=True)
+    rows = store.db.execute("SELECT path, count(*) FROM files GROUP BY path HAVING count(*) > 1").fetchall()
+    assert rows == []  # every file recorded exactly once
+    groups = store.groups()
+    assert len(groups) == (n + 2) // 3 and all(len(m) == 2 for _, m in groups)
+    assert all(m[0].path.replace("-copy", "") == m[1].path.replace("-copy", "") for _, m in groups)
+
+
+def test_sigterm_exits_cleanly_and_saves_the_index(env: dict) -> None:
+    for i in range(5):
+        (env["photos"] / f"s{i}.png").write_bytes(noise_png(100 + i))
+    proc = _start(env)
+    assert wait_until(lambda: _state(env) == "watching", 60)
+    t = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert time.monotonic() - t < 5
+    assert env["db"].with_name("d.db.hnsw.meta.npz").exists()
+    assert _state(env) == "stopped"
+
+
+def test_notify_protocol_on_a_real_socket(env: dict) -> None:
+    path = env["tmp"] / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    proc = _start(env, {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+    messages: list[str] = []
+
+    def got(prefix: str) -> bool:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except socket.timeout:
+            pass
+        return any(m.startswith(prefix) for m in messages)
+
+    try:
+        assert wait_until(lambda: got("READY=1"), 60, every=0)
+        assert wait_until(lambda: got("WATCHDOG=1"), 5, every=0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert wait_until(lambda: got("STOPPING=1"), 5, every=0)
+    assert any(m.startswith("STATUS=") for m in messages)
+    assert messages.index("READY=1") > min(i for i, m in enumerate(messages) if m.startswith("STATUS="))
+    sock.close()
+
+
+def test_a_second_daemon_on_the_same_database_is_refused(env: dict) -> None:
+    first = _start(env)
+    try:
+        assert wait_until(lambda: _state(env) == "watching", 60)
+        second = _start(env)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 1 and "already writing" in err
+        status = subprocess.run([sys.executable, "-m", "daemon.cli", "--db", str(env["db"]), "status"], cwd=REPO,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert status.returncode == 0 and "watching" in status.stdout and "queue" in status.stdout
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(15)
+
+
+def test_sighup_reloads_the_config(env: dict) -> None:
+    proc = _start(env)
+    try:
+        assert wait_until(lambda: _state(env) == "watching", 60)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "config reloaded" in err
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_files_verify(tmp_path: Path) -> None:
+    from daemon.cli import render_unit
+
+    exe = shutil.which("dupwatch") or sys.executable
+    user = tmp_path / "dupwatch.service"
+    user.write_text(render_unit(exe, tmp_path / "d.db", [tmp_path], None))
+    system = tmp_path / "dupwatch-system.service"
+    text = (REPO / "systemd" / "dupwatch-system.service").read_text()
+    system.write_text(text.replace("/opt/dupwatch/.venv/bin/dupwatch", exe))
+    for unit in (user, system):
+        r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        problems = [line for line in r.stderr.splitlines() if unit.name in line]
+        assert r.returncode == 0 and not problems, r.stderr
