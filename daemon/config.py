@@ -46,6 +46,7 @@ class Config:
     # matching: hashes find candidates cheaply, the CNN's cosine similarity decides
     ahash_radius: int = 12  # loose: a candidate only, never a match by itself
     chash_radius: int = 3
+    max_hash_candidates: int = 16  # per hash and view, nearest first
     cosine_threshold: float = 0.80  # CNN cosine similarity that confirms a pair on its own
     match_rotations: bool = True  # copies rotated by 90/180/270 degrees or mirrored count as duplicates
     verify_inliers: int = 25  # geometric agreement (hashing.geometry) a pair over cosine_threshold needs

@@ -57,6 +57,7 @@ class EmbeddingIndex:
             self._index.init_index(max_elements=max(capacity, 1024), M=params.m, ef_construction=params.ef_construction)
             self._index.set_ef(params.ef)
         self._labels: set[int] = set()  # every label ever added, live or marked deleted
+        self._few: dict[int, np.ndarray] | None = {}  # vectors mirrored while the index is small (brute force)
 
     def __len__(self) -> int:
         return len(self.live)
@@ -80,6 +81,12 @@ class EmbeddingIndex:
             self._index.add_items(vectors, ids)
             self._labels.update(ids.tolist())
             self.live.update(ids.tolist())
+            if self._few is not None:
+                if len(self._labels) > BRUTE_FORCE_BELOW:
+                    self._few = None
+                else:
+                    norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                    self._few.update(zip(ids.tolist(), vectors / norms))
 
     def remove(self, file_id: int) -> None:
         with self._lock:
@@ -111,8 +118,11 @@ class EmbeddingIndex:
 
     def _brute_force(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter(self.live, dtype=np.int64, count=len(self.live))
-        vecs = np.asarray(self._index.get_items(ids.tolist()), dtype=np.float32)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        if self._few is not None:
+            vecs = np.stack([self._few[i] for i in ids.tolist()])
+        else:
+            vecs = np.asarray(self._index.get_items(ids.tolist()), dtype=np.float32)
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         q = vector[0] / max(float(np.linalg.norm(vector[0])), 1e-12)
         sims = vecs @ q
         order = np.argsort(-sims, kind="stable")[:k]
@@ -176,6 +186,7 @@ class EmbeddingIndex:
         self.live = set(live.tolist())
         self._labels = set(labels.tolist())
         self.gen = int(meta["gen"])
+        self._few = None  # brute force on a loaded index reads vectors from hnswlib
         return self
 
 

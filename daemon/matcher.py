@@ -82,23 +82,27 @@ class Matcher:
         self.chashes.remove(file_id)
         self.ahash_of.pop(file_id, None)
 
-    def candidates(self, probe: Probe, exclude: int | None = None) -> dict[int, int]:
-        """candidate id -> the dihedral view that brought it (identity unless only a rotated view was close)."""
+    def candidates(self, probe: Probe, exclude: int | None = None) -> dict[int, tuple[int, float | None]]:
+        """candidate id -> (the dihedral view that brought it, its cosine when the HNSW search already knows it).
+        The view is identity unless only a rotated view's hash was close."""
         cfg = self.cfg
         found: dict[int, tuple[int, int]] = {}  # id -> (hamming distance, view)
         views = range(len(probe.ahash_views)) if cfg.match_rotations else [IDENTITY]
+        cap = cfg.max_hash_candidates  # the nearest few only: flat or similar-coloured libraries collide a lot
         for view in views:
             ids, dists = self.ahashes.search(probe.ahash_views[view], cfg.ahash_radius)
-            for i, d in zip(ids.tolist(), dists.tolist()):
+            for i, d in zip(ids[:cap].tolist(), dists[:cap].tolist()):
                 if i not in found or d < found[i][0]:
                     found[i] = (d, view)
         far = (cfg.ahash_radius + 1, IDENTITY)
-        for i in self.chashes.search(probe.chash, cfg.chash_radius)[0].tolist():
+        for i in self.chashes.search(probe.chash, cfg.chash_radius)[0][:cap].tolist():
             found.setdefault(i, far)  # colour hashes do not change under rotation: no view to learn
-        for i in self.index.query(probe.embedding, cfg.hnsw_k)[0].tolist():
+        known: dict[int, float] = {}
+        for i, sim in zip(*(a.tolist() for a in self.index.query(probe.embedding, cfg.hnsw_k))):
             found.setdefault(i, far)
+            known[i] = sim
         found.pop(exclude, None)  # type: ignore[arg-type]
-        return {i: v for i, (_, v) in found.items() if i in self.index.live}
+        return {i: (v, known.get(i)) for i, (_, v) in found.items() if i in self.index.live}
 
     def _view(self, probe: Probe, view: int, cache: dict[int, tuple[np.ndarray, np.ndarray | None]]):
         """(embedding, local map) of a dihedral view of the probe, computed once per view."""
@@ -110,28 +114,35 @@ class Matcher:
                 cache[view] = (g[0], loc[0])
         return cache[view]
 
-    def score(self, probe: Probe, cands: dict[int, int], cache: dict | None = None) -> list[tuple[int, float, int]]:
-        """(id, best cosine, view) per candidate: the identity view, or the dihedral view whose hash found it."""
+    def score(
+        self, probe: Probe, cands: dict[int, tuple[int, float | None]], cache: dict | None = None
+    ) -> list[tuple[int, float, int]]:
+        """(id, best cosine, view) per candidate: the identity view, or the dihedral view whose hash found it.
+        Stored vectors are fetched only for candidates the HNSW search did not already score."""
         if not cands:
             return []
         cache = {} if cache is None else cache
         ids = list(cands)
-        vecs = self.index.vectors(ids)
-        sims = vecs @ probe.embedding.astype(np.float32)
+        sims = {i: s for i, (_, s) in cands.items() if s is not None}
+        fetch = [i for i in ids if i not in sims or cands[i][0] != IDENTITY]
+        vecs = dict(zip(fetch, self.index.vectors(fetch))) if fetch else {}
+        q = probe.embedding.astype(np.float32)
+        for i in fetch:
+            sims.setdefault(i, float(vecs[i] @ q))
         if probe.pixels is not None:  # embed every dihedral view that may be needed in one CNN batch
             wanted = sorted(
-                {cands[i] for i, s in zip(ids, sims.tolist()) if cands[i] != IDENTITY and s < self.cfg.cosine_threshold}
+                {cands[i][0] for i in ids if cands[i][0] != IDENTITY and sims[i] < self.cfg.cosine_threshold}
                 - set(cache)
             )
             if wanted:
                 g, loc = self.embedder.embed_with_local(np.stack([dihedral(probe.pixels, v) for v in wanted]))
                 cache.update({v: (g[n], loc[n]) for n, v in enumerate(wanted)})
         out = []
-        for n, (fid, sim) in enumerate(zip(ids, sims.tolist())):
-            view = cands[fid]
-            best, best_view = sim, IDENTITY
+        for fid in ids:
+            view = cands[fid][0]
+            best, best_view = sims[fid], IDENTITY
             if view != IDENTITY and view in cache:
-                rotated = float(vecs[n] @ cache[view][0])
+                rotated = float(vecs[fid] @ cache[view][0])
                 if rotated > best:
                     best, best_view = rotated, view
             out.append((fid, min(best, 1.0), best_view))
@@ -172,6 +183,6 @@ class Matcher:
     def lookalikes(self, probe: Probe, k: int) -> list[tuple[int, float, int]]:
         """For `dupwatch query`: the k most similar files whatever the threshold, with the best view's cosine."""
         cands = self.candidates(probe)
-        for i in self.index.query(probe.embedding, k)[0].tolist():
-            cands.setdefault(i, IDENTITY)
+        for i, sim in zip(*(a.tolist() for a in self.index.query(probe.embedding, k))):
+            cands.setdefault(i, (IDENTITY, sim))
         return self.score(probe, cands)[:k]

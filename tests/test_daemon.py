@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from daemon.store import Store
-from tests.watchkit import noise_png, wait_until
+from bench.watchkit import noise_png, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,8 +27,7 @@ def env(tmp_path: Path) -> dict:
     photos.mkdir()
     cfg = tmp_path / "dupwatch.toml"
     # the tiny network keeps start-up and throughput fast; the real CNN is covered elsewhere
-    cfg.write_text('model = "tinynet"\nsettle_seconds = 0.3\nworkers = 1\nbatch_size = 8\n'
-                   "cosine_threshold = 0.999\nverify_low = 0.999\n")  # fmt: skip
+    cfg.write_text('model = "tinynet"\nsettle_seconds = 0.3\nworkers = 1\nbatch_size = 8\n')
     return {"photos": photos, "db": tmp_path / "d.db", "config": cfg, "tmp": tmp_path}
 
 

@@ -47,6 +47,9 @@ def test_embeddings_are_unit_vectors_and_batching_does_not_change_them(embedder)
 
 
 def test_tiny_network_is_a_drop_in_for_speed() -> None:
-    e = tiny_embedder(32)
-    out = e.embed(np.zeros((2, 224, 224, 3), dtype=np.uint8) + 100)
-    assert out.shape == (2, 32)
+    e = tiny_embedder(48)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    out, local = e.embed_with_local(np.stack([a, a, b]))
+    assert out.shape == (3, 48) and local.shape[1:3] == (14, 14)
+    assert out[0] @ out[1] > 0.999 and abs(out[0] @ out[2]) < 0.5  # same image alike, distinct images apart

@@ -14,7 +14,7 @@ from daemon.config import Config
 from daemon.service import Service
 from daemon.store import DELETED, OK, Store
 from hashing.fingerprint import content_hash
-from tests.watchkit import ServiceThread, noise_png, photo_jpeg, wait_until, write_slowly
+from bench.watchkit import ServiceThread, noise_png, photo_jpeg, wait_until, write_slowly
 
 
 @pytest.fixture()
@@ -108,8 +108,7 @@ def test_an_event_storm_of_10000_files_is_recorded_in_full(watched, cfg, tmp_pat
 
     n = 10_000
     # a small event queue forces the overflow path: the reconcile must catch what the queue dropped
-    storm = replace(cfg, workers=2, batch_size=64, queue_size=500, cosine_threshold=0.999, verify_low=0.999,
-                    reconcile_interval=3600)  # fmt: skip
+    storm = replace(cfg, workers=2, batch_size=64, queue_size=500, reconcile_interval=3600)
     with ServiceThread(Service(storm, [watched], tiny_embedder())) as st:
         for i in range(n):
             (watched / f"burst_{i:05d}.png").write_bytes(noise_png(i))

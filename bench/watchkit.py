@@ -1,4 +1,5 @@
-"""Helpers for the watcher tests: distinct little images, waiting for a condition, a service in a thread."""
+"""Helpers for the watcher tests and benchmarks: distinct little images, waiting for a condition, a service
+in a thread."""
 
 from __future__ import annotations
 
