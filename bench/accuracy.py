@@ -141,7 +141,7 @@ def main() -> None:
         if args.plot:
             from bench.plot import precision_recall_png
 
-            precision_recall_png(sweeps, args.plot, defaults.verify_inliers)
+            precision_recall_png(sweeps, args.plot, defaults.verify_inliers, defaults.grey_inliers)
             print(f"\nplot: {args.plot}")
 
 
