@@ -168,15 +168,17 @@ def _bomb() -> bytes:
 
 def generate(
     out: Path,
-    size: int = 1024,
+    size: int | tuple[int, ...] = 1024,
     seed: int = 7,
     photos: tuple[str, ...] = PHOTOS,
     variants: tuple[Variant, ...] = VARIANTS,
     split: tuple[str, ...] = SPLIT_PHOTOS,
     bad: bool = True,
 ) -> dict:
-    """Write the set under out/images and out/truth.json; returns the truth dict."""
+    """Write the set under out/images and out/truth.json; returns the truth dict. `size` is the long side of the
+    originals, or several sizes used in turn (thumbnails to camera-size)."""
     rng = random.Random(seed)
+    sizes = (size,) if isinstance(size, int) else tuple(size)
     images = out / "images"
     truth: dict = {
         "format": "dupwatch-bench-truth-1",
@@ -188,7 +190,7 @@ def generate(
         "hard_negatives": [],
         "originals": {},
         "transform_help": TRANSFORM_HELP,
-        "meta": {"seed": seed, "size": size, "generator": "bench/datagen.py"},
+        "meta": {"seed": seed, "sizes": list(sizes), "generator": "bench/datagen.py"},
     }
 
     def write(rel: str, data: bytes, kind: str) -> str:
@@ -198,8 +200,8 @@ def generate(
         truth["transform"][rel] = kind
         return rel
 
-    for name in photos:
-        src = _scale_to(load_photo(name), size)
+    for n, name in enumerate(photos):
+        src = _scale_to(load_photo(name), sizes[n % len(sizes)])
         group = [write(f"{name}/original.jpg", _jpeg(src, exif=_exif()), "original")]
         truth["originals"][str(len(truth["groups"]))] = group[0]
         group.append(write(f"copies/{name}.jpg", (images / group[0]).read_bytes(), "exact_copy"))
@@ -208,8 +210,8 @@ def generate(
             group.append(write(f"{name}/{v.name}{suffix}", data, v.name))
         truth["groups"].append(group)
 
-    for name in split:
-        src = _scale_to(load_photo(name), size)
+    for n, name in enumerate(split):
+        src = _scale_to(load_photo(name), sizes[n % len(sizes)])
         w, h = src.size
         if w >= h:
             halves = [src.crop((0, 0, w // 2, h)), src.crop((w // 2, 0, w, h))]
@@ -232,11 +234,11 @@ def generate(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--size", type=int, default=1024, help="long side of the originals in pixels")
+    ap.add_argument("--size", type=int, nargs="+", default=[1024], help="long side(s) of the originals, in turn")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--photos", type=int, default=len(PHOTOS), help="use the first N photos")
     args = ap.parse_args()
-    truth = generate(args.out, size=args.size, seed=args.seed, photos=PHOTOS[: args.photos])
+    truth = generate(args.out, size=tuple(args.size), seed=args.seed, photos=PHOTOS[: args.photos])
     n = len(truth["transform"])
     print(f"wrote {n} files, {len(truth['groups'])} groups, truth in {args.out / 'truth.json'}")
 
