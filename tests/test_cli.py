@@ -102,3 +102,20 @@ def test_config_file_sets_thresholds_and_flags_override_it(tmp_path: Path) -> No
     cfg = load_config(p)
     assert cfg.cosine_threshold == 0.7 and cfg.verify_inliers == 25 and cfg.db == Path("~/x.db").expanduser()
     assert cfg.with_overrides(cosine_threshold=0.9, workers=None).cosine_threshold == 0.9
+
+
+def test_a_locked_database_is_a_clear_error_not_a_traceback(scanned_db, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    import daemon.store as store_mod
+
+    db, root = scanned_db
+    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.2)
+    blocker = sqlite3.connect(db)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        r = CliRunner().invoke(main, ["--db", str(db), "scan", str(root)])
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert r.exit_code == 1 and "locked" in r.stderr and "Traceback" not in r.output

@@ -160,3 +160,20 @@ def test_unit_files_verify(tmp_path: Path) -> None:
         r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
         problems = [line for line in r.stderr.splitlines() if unit.name in line]
         assert r.returncode == 0 and not problems, r.stderr
+
+
+def test_service_install_writes_the_user_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from daemon.cli import main
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    photos = tmp_path / "My Photos"
+    photos.mkdir()
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "d.db"), "service", "install", str(photos)])
+    assert r.exit_code == 0, r.output
+    unit = (tmp_path / "cfg" / "systemd" / "user" / "dupwatch.service").read_text()
+    assert "Type=notify" in unit and "WatchdogSec=" in unit and "Restart=on-failure" in unit
+    exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert f"'{photos}'" in exec_line and f"--db {tmp_path / 'd.db'}" in exec_line  # quoted: spaces survive
+    assert "systemctl --user enable --now dupwatch" in r.stderr

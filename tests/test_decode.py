@@ -102,3 +102,28 @@ def test_fingerprint_reads_once_and_describes_the_same_bytes(tmp_path: Path, cat
     assert r.fingerprint.size == p.stat().st_size
     assert r.fingerprint.pixels.shape == (224, 224, 3)
     assert len(r.fingerprint.ahash_views) == 8
+
+
+def test_heic_from_phones_decodes_when_pillow_heif_is_installed(cat: Image.Image) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    cat.save(buf, "HEIF", quality=80)
+    d = decode(buf.getvalue())
+    assert d.format in ("HEIF", "HEIC") and (d.width, d.height) == cat.size
+    assert hamming(average_hash(d.image), average_hash(decode(_jpeg(cat)).image)) <= 4
+
+
+def test_permission_denied_is_a_reason_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tests run as root here, where chmod 000 does not stop a read: make open() refuse instead
+    p = tmp_path / "locked.jpg"
+    p.write_bytes(b"\xff\xd8\xff")
+    real_open = open
+
+    def refusing_open(file, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if str(file) == str(p):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    assert fingerprint_file(p).error == "permission denied"

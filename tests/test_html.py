@@ -65,3 +65,17 @@ def test_headless_browser_shows_every_thumbnail(report_file, tmp_path: Path) -> 
     assert (saturation > 40).mean() > 0.05, "no photographs visible in the screenshot"
     keeper_green = (pixels[..., 1] > 140) & (pixels[..., 0] < 80) & (pixels[..., 2] < 90)
     assert keeper_green.sum() > 200, "the keeper is not highlighted"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_thousands_of_groups_are_paged(report_file, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    _, rep = report_file
+    many = replace(rep, groups=[replace(g, id=n) for n in range(1, 121) for g in rep.groups][:120])
+    out = tmp_path / "many.html"
+    out.write_text(render_html(many))
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", out.as_uri(), f"--user-data-dir={tmp_path / 'p'}").stdout
+    assert "page 1 of 3" in dom
+    assert dom.count('class="group"') == 50
+    assert int(re.search(r'data-images="(\d+)"', dom).group(1)) == sum(len(g.members) for g in many.groups[:50])

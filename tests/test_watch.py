@@ -117,3 +117,11 @@ def test_an_event_storm_of_10000_files_is_recorded_in_full(watched, cfg, tmp_pat
         )
         assert st.service.status.reconciles >= 2  # the start, and at least one overflow
     assert Store(cfg.db, readonly=True).db.execute("SELECT count(DISTINCT path) FROM files").fetchone()[0] == n
+
+
+def test_polling_observer_for_network_filesystems(watched, cfg, embedder) -> None:
+    service = Service(replace(cfg, settle_seconds=0.3), [watched], embedder, polling=True)
+    with ServiceThread(service):
+        target = watched / "nfs.jpg"
+        target.write_bytes(photo_jpeg("rocket"))
+        assert wait_until(lambda: _rec(cfg, target) is not None, 20)
