@@ -9,9 +9,10 @@ import json
 import logging
 import sqlite3
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import click
 from rich.console import Console
@@ -77,6 +78,19 @@ def _store(cfg: Config, readonly: bool = False):  # noqa: ANN202
         _fail(str(e))
 
 
+@contextmanager
+def _writing(cfg: Config) -> Iterator[Any]:
+    """The database opened for writing, holding the one-writer lock (a clear exit 1 if another process has it)."""
+    try:
+        lock = WriterLock(cfg.lock_path).acquire()
+    except AlreadyRunning as e:
+        _fail(str(e))
+    try:
+        yield _store(cfg)
+    finally:
+        lock.release()
+
+
 def _progress(quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
     """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
     console = Console(stderr=True)
@@ -119,12 +133,7 @@ def scan(obj: Context, dirs: tuple[Path, ...], **overrides: Any) -> None:
 def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
     from daemon.pipeline import Pipeline
 
-    try:
-        lock = WriterLock(cfg.lock_path).acquire()
-    except AlreadyRunning as e:
-        _fail(str(e))
-    try:
-        store = _store(cfg)
+    with _writing(cfg) as store:
         update, stop = _progress(quiet)
         try:
             with Pipeline(cfg, store, _embedder(cfg)) as pipeline:
@@ -140,8 +149,6 @@ def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
             f"in {stats.seconds['total']:.1f}s; {counts['groups']} duplicate groups, {counts['grouped_files']} files",
             err=True,
         )
-    finally:
-        lock.release()
 
 
 def keeper_options(f: F) -> F:
@@ -344,12 +351,7 @@ def resolve(obj: Context, groups: tuple[int, ...], quarantine: Path | None, mode
     mode = mode or MOVE
     cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs)
     quarantine = quarantine.resolve() if quarantine else None
-    try:
-        lock = WriterLock(cfg.lock_path).acquire()
-    except AlreadyRunning as e:
-        _fail(str(e))
-    try:
-        store = _store(cfg)
+    with _writing(cfg) as store:
         try:
             steps = plan(store, mode, quarantine, groups, cfg.keeper_rules, [str(d) for d in cfg.reference_dirs])
         except ActionError as e:
@@ -369,8 +371,6 @@ def resolve(obj: Context, groups: tuple[int, ...], quarantine: Path | None, mode
         click.echo(f"action #{action_id}: {done} files moved; undo with: dupwatch undo {action_id}", err=True)
         if failed or any(s.refused for s in steps):
             sys.exit(1)
-    finally:
-        lock.release()
 
 
 @main.command()
@@ -381,12 +381,7 @@ def undo(obj: Context, action_id: int | None) -> None:
     from daemon.actions import ActionError
     from daemon.actions import undo as undo_action
 
-    try:
-        lock = WriterLock(obj.cfg.lock_path).acquire()
-    except AlreadyRunning as e:
-        _fail(str(e))
-    try:
-        store = _store(obj.cfg)
+    with _writing(obj.cfg) as store:
         try:
             done_id, refusals = undo_action(store, action_id)
         except ActionError as e:
@@ -396,8 +391,6 @@ def undo(obj: Context, action_id: int | None) -> None:
         if refusals:
             _fail(f"action #{done_id} partly undone: {len(refusals)} files could not be put back")
         click.echo(f"action #{done_id} undone", err=True)
-    finally:
-        lock.release()
 
 
 @main.command()
@@ -420,12 +413,7 @@ def ignore(obj: Context, paths: tuple[Path, ...], group_id: int | None) -> None:
     survives renames, rescans and the daemon."""
     if bool(paths) == (group_id is not None) or (paths and len(paths) < 2):
         raise click.UsageError("give two or more paths, or --group N")
-    try:
-        lock = WriterLock(obj.cfg.lock_path).acquire()
-    except AlreadyRunning as e:
-        _fail(str(e))
-    try:
-        store = _store(obj.cfg)
+    with _writing(obj.cfg) as store:
         if group_id is not None:
             recs = list(store.many(store.group_members(group_id)).values())
             if not recs:
@@ -441,8 +429,6 @@ def ignore(obj: Context, paths: tuple[Path, ...], group_id: int | None) -> None:
                     store.ignore(a.content_hash, b.content_hash)  # type: ignore[union-attr, arg-type]
             store.regroup([r.id for r in recs])  # type: ignore[union-attr, misc]
         click.echo(f"{len(recs)} files marked as not duplicates of each other", err=True)
-    finally:
-        lock.release()
 
 
 @main.group()
