@@ -118,6 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
+    ap.add_argument("--scale-n", type=int, help="items in the scale run (default 1,000,000; 20,000 with --quick)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
@@ -148,7 +149,8 @@ def main() -> None:
         from bench.scale import table
 
         (work / "scale").mkdir()
-        out += ["\n## Scale\n", table(scale_run(20_000 if args.quick else 1_000_000, work / "scale"))]
+        n = args.scale_n or (20_000 if args.quick else 1_000_000)
+        out += ["\n## Scale\n", table(scale_run(n, work / "scale"))]
     text = "\n".join(out)
     (args.out / "results.md").write_text(text + "\n")
     print(text)

@@ -123,7 +123,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "dupwatch-bench-camera")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     run(args.images, args.out, args.workers)
 
 
