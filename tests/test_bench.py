@@ -57,7 +57,7 @@ def test_accuracy_sweep_and_plot(photo_set, embedder, tmp_path: Path) -> None:
     assert sw[(0.6, 0, 40)].precision <= default.precision  # looser settings never gain precision
     out = tmp_path / "sweep.png"
     precision_recall_png({"photos": sw}, out, 25, 40)
-    assert Image.open(out).size == (720, 520)
+    assert Image.open(out).size == (900, 620)
 
 
 def test_speed_runner(tmp_path: Path) -> None:
