@@ -53,7 +53,7 @@ def latency(files: int, work: Path) -> list[float]:
             with open(path, "wb") as f:
                 f.write(buf.getvalue())
             closed = time.monotonic()
-            if not wait_until(lambda: str(path) in seen, 30, every=0.005):
+            if not wait_until(lambda p=str(path): p in seen, 30, every=0.005):
                 raise RuntimeError(f"no duplicate event for {path}")
             out.append(seen[str(path)] - closed)
     return out

@@ -106,7 +106,7 @@ def run(n: int, data: Path, workers: int) -> dict[str, float]:
         )
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    print(f"\n| stage | throughput | note |\n|---|---|---|")
+    print("\n| stage | throughput | note |\n|---|---|---|")
     print(f"| decode (draft, EXIF, RGB) | {_rate(n, figures['decode'])} | one core |")
     print(f"| hashes (blake2b, 8 ahash views, colour, sharpness) | {_rate(n, figures['hashes'])} | one core |")
     print(f"| embedding (EfficientNet-Lite0, batch {embedder.batch_size}) | {_rate(n, figures['embedding'])} | "

@@ -50,6 +50,7 @@ class Config:
     cosine_threshold: float = 0.80  # CNN cosine similarity that confirms a pair on its own
     match_rotations: bool = True  # copies rotated by 90/180/270 degrees or mirrored count as duplicates
     verify_inliers: int = 25  # geometric agreement (hashing.geometry) a pair over cosine_threshold needs
+    verify_agreement: float = 0.45  # aligned luminance must agree this well (median block correlation)
     verify_low: float = 0.50  # grey zone: below cosine_threshold but above this ...
     grey_inliers: int = 40  # ... a pair needs this much geometric agreement
     verify_max_candidates: int = 3  # grey-zone candidates checked per new file

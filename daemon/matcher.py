@@ -20,7 +20,7 @@ import numpy as np
 from daemon.config import Config
 from daemon.index import EmbeddingIndex
 from hashing.embedding import Embedder
-from hashing.geometry import affine_inliers
+from hashing.geometry import aligned_agreement, estimate_affine
 from hashing.hamming import HammingIndex
 from hashing.perceptual import hamming
 from hashing.views import IDENTITY, dihedral
@@ -47,6 +47,7 @@ class Probe:
     embedding: np.ndarray
     local: np.ndarray | None = None  # (H, W, C) local descriptors of the upright view
     pixels: np.ndarray | None = None  # CNN input, for the other dihedral views
+    structure: np.ndarray | None = None  # smoothed luminance (hashing.geometry.structure) of the upright view
 
 
 class Matcher:
@@ -55,10 +56,11 @@ class Matcher:
         cfg: Config,
         embedder: Embedder,
         index: EmbeddingIndex,
-        load_local: Callable[[int], np.ndarray | None] | None = None,
+        load_local: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.load_local = load_local  # a stored file's local descriptors (cached, or recomputed from disk)
+        # a stored file's (local descriptors, structure), cached or recomputed from disk
+        self.load_local = load_local
         self.embedder = embedder
         self.index = index
         self.ahashes = HammingIndex()
@@ -149,13 +151,18 @@ class Matcher:
         out.sort(key=lambda t: -t[1])
         return out
 
-    def inliers(self, probe: Probe, file_id: int, view: int, cache: dict) -> int | None:
-        """Geometric verification (hashing.geometry); None when either side's local map is unavailable."""
+    def verify(self, probe: Probe, file_id: int, view: int, cache: dict) -> tuple[int, float | None] | None:
+        """Geometric verification (hashing.geometry): inliers of the best affine map, and how well the aligned
+        images agree; None when either side's details are unavailable."""
         mine = self._view(probe, view, cache)[1] if probe.pixels is not None or view == IDENTITY else None
         theirs = self.load_local(file_id) if self.load_local is not None else None
         if mine is None or theirs is None:
             return None
-        return affine_inliers(mine, theirs, seed=file_id)
+        n, model = estimate_affine(mine, theirs[0], seed=file_id)
+        agreement = None
+        if model is not None and probe.structure is not None:
+            agreement = aligned_agreement(dihedral(probe.structure, view), theirs[1], model)
+        return n, agreement
 
     def find(self, probe: Probe, exclude: int | None = None) -> list[Match]:
         """Pairs for a new file: cosine over the threshold and geometry agreeing, or a grey-zone cosine with
@@ -171,8 +178,11 @@ class Matcher:
                 need, grey_checked = cfg.grey_inliers, grey_checked + 1
             else:
                 continue
-            inl = self.inliers(probe, fid, view, cache)
-            if inl is not None and inl >= need:
+            checked = self.verify(probe, fid, view, cache)
+            if checked is None:
+                continue
+            inl, agreement = checked
+            if inl >= need and (agreement is None or agreement >= cfg.verify_agreement):
                 matches.append(Match(fid, "near", self._hamming(probe, fid, view), sim, view, inl))
         matches.sort(key=lambda m: -m.cosine)
         return matches

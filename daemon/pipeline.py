@@ -28,6 +28,7 @@ from daemon.matcher import Match, Matcher, Probe
 from daemon.store import DELETED, ERROR, EXACT, OK, RESOLVED, FileRecord, PairRecord, Store
 from hashing.embedding import Embedder
 from hashing.fingerprint import FileResult, Fingerprint, fingerprint_file
+from hashing.geometry import structure
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class Pipeline:
             log.warning("database embeddings are %d-d, model gives %d-d: re-embedding everything", dim, embedder.dim)
         self.index: EmbeddingIndex = sync_index(store, cfg.index_path, params)
         self.matcher = Matcher(cfg, embedder, self.index, load_local=self._stored_local)
-        self._local_cache: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._local_cache: OrderedDict[int, tuple[np.ndarray, np.ndarray] | None] = OrderedDict()
         self.matcher.load_hashes(*store.live_hashes())
         self._pool: Executor | None = None
         self._dirty = False
@@ -355,7 +356,7 @@ class Pipeline:
         }  # a hard link to the same inode takes no extra space: not a duplicate
         self.matcher.add(fid, probe)
         if item.local is not None:
-            self._remember_local(fid, item.local)
+            self._remember_local(fid, (item.local, probe.structure))  # type: ignore[arg-type]
         stats.add_time("index", time.perf_counter() - t)
 
         t = time.perf_counter()
@@ -373,7 +374,7 @@ class Pipeline:
 
     @staticmethod
     def _probe(fp: Fingerprint, embedding: np.ndarray, local: np.ndarray | None) -> Probe:
-        return Probe(fp.ahash_views, fp.chash, embedding, local, fp.pixels)
+        return Probe(fp.ahash_views, fp.chash, embedding, local, fp.pixels, structure(fp.pixels))
 
     @staticmethod
     def _file_record(r: FileResult, fp: Fingerprint, embedding: np.ndarray) -> FileRecord:
@@ -394,27 +395,28 @@ class Pipeline:
             embedding=embedding.astype(np.float16),
         )
 
-    def _remember_local(self, file_id: int, local: np.ndarray | None) -> None:
-        self._local_cache[file_id] = local
+    def _remember_local(self, file_id: int, detail: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self._local_cache[file_id] = detail
         self._local_cache.move_to_end(file_id)
         while len(self._local_cache) > self.cfg.local_cache:
             self._local_cache.popitem(last=False)
 
-    def _stored_local(self, file_id: int) -> np.ndarray | None:
-        """A stored file's local descriptors for geometric verification: from the cache of recent files (near
-        duplicates usually arrive close together), else recomputed from disk. None when the file is gone or no
-        longer holds the content that was fingerprinted."""
+    def _stored_local(self, file_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """A stored file's (local descriptors, structure) for geometric verification: from the cache of recent
+        files (near duplicates usually arrive close together), else recomputed from disk. None when the file is
+        gone or no longer holds the content that was fingerprinted."""
         if file_id in self._local_cache:
             self._local_cache.move_to_end(file_id)
             return self._local_cache[file_id]
         rec = self.store.get(file_id)
-        local = None
+        detail = None
         if rec is not None and rec.status == OK:
             r = fingerprint_file(rec.path, self.cfg.decode_side, self.cfg.max_pixels, self.cfg.max_file_bytes)
             if r.fingerprint is not None and r.fingerprint.content_hash == rec.content_hash:
                 local = self.embedder.embed_with_local(r.fingerprint.pixels[None])[1][0]
-        self._remember_local(file_id, local)
-        return local
+                detail = (local, structure(r.fingerprint.pixels))
+        self._remember_local(file_id, detail)
+        return detail
 
     # -- removals ------------------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from daemon.config import Config
+from daemon.files import is_candidate, walk_images
 from daemon.lock import WriterLock
 from daemon.notify import notify, watchdog_period
 from daemon.pipeline import Duplicate, Pipeline
@@ -167,12 +168,13 @@ class Service:
                 return
 
     def _apply(self, c: Change) -> None:
-        from daemon.files import is_candidate
-
         if c.kind == "changed":
             self.debouncer.touch(c.path, closed=c.closed)
         elif c.kind == "deleted":
-            self.debouncer.discard(c.path) if not c.is_dir else self.debouncer.discard_under(c.path)
+            if c.is_dir:
+                self.debouncer.discard_under(c.path)
+            else:
+                self.debouncer.discard(c.path)
             n = self.pipeline.forget_paths([c.path])
             if n:
                 self._event("deleted", c.path, files=n)
@@ -191,8 +193,6 @@ class Service:
                     self.debouncer.touch(dest)
 
     def _move_folder(self, src: str, dest: str) -> None:
-        from daemon.files import walk_images
-
         known = self.pipeline.store.stat_index([src])
         for path in walk_images([Path(dest)], self.cfg.suffixes):
             old = os.path.join(src, os.path.relpath(path, dest))

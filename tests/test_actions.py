@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageFilter
+from PIL import ImageFilter
 
 from bench.datagen import _exif, load_photo
 from daemon.actions import HARDLINK, MOVE, SYMLINK, TRASH, execute, plan, undo

@@ -137,3 +137,18 @@ def test_exact_copies_reuse_the_embedding(folder: Path, cfg: Config, embedder) -
     rep = build_report(store)
     exact = [p for g in rep.groups for p in g.pairs if p.kind == "exact"]
     assert len(exact) == 2 and all(p.cosine == 1.0 and p.hamming == 0 for p in exact)
+
+
+def test_pictures_that_only_share_a_layout_are_kept_apart(tmp_path: Path, embedder) -> None:
+    """Random colour mosaics on one 6x6 grid: the CNN calls them alike (cosine > 0.9) and their block edges line
+    up, but once aligned their luminance does not agree, so none may be grouped."""
+    from bench.watchkit import noise_png
+
+    folder = tmp_path / "mosaics"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"m{i:02d}.png").write_bytes(noise_png(i, 96))
+    (folder / "m00-copy.png").write_bytes(noise_png(0, 96))  # one true duplicate must still be found
+    store, _ = _scan(Config(db=tmp_path / "m.db", workers=0), embedder, folder)
+    groups = _groups(store, folder)
+    assert groups == [["m00-copy.png", "m00.png"]] or groups == [["m00.png", "m00-copy.png"]]
