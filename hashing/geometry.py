@@ -68,10 +68,6 @@ def estimate_affine(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[int, n
     return int(counts[best]), model
 
 
-def affine_inliers(a: np.ndarray, b: np.ndarray, seed: int = 0) -> int:
-    return estimate_affine(a, b, seed)[0]
-
-
 _KERNEL = np.array([1, 4, 6, 4, 1], dtype=np.float32) / 16
 
 
