@@ -91,6 +91,9 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow refuses on its own at 2x its default limit (~179 MP) before we see the size: make its
+            # check ours, so max_pixels (config) is the one limit that decides
+            Image.MAX_IMAGE_PIXELS = max_pixels
             im = Image.open(io.BytesIO(data))
             w, h = im.size
             if w * h > max_pixels:
@@ -107,8 +110,8 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
         raise
     except UnidentifiedImageError:
         raise DecodeError(_sniff(data)) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DecodeError(f"decompression bomb: {e}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecodeError(f"decompression bomb: over the {max_pixels:,} pixel limit") from None
     except OSError as e:
         msg = str(e)
         if "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():

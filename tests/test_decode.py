@@ -78,9 +78,29 @@ def test_bad_bytes_raise_one_error_type_with_a_reason(cat: Image.Image, make, re
     assert reason in e.value.reason
 
 
-def test_pixel_limit_is_configurable(cat: Image.Image) -> None:
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG that claims w x h pixels and holds almost nothing."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_pixel_limit_is_configurable_and_is_the_only_limit(cat: Image.Image) -> None:
     with pytest.raises(DecodeError, match="decompression bomb"):
         decode(_jpeg(cat), max_pixels=1000)
+    # 195 MP: over Pillow's own built-in refusal (~179 MP), under dupwatch's default 200 MP limit. It must fail
+    # for what it is (no pixel data), not as a bomb; with a lower configured limit it is a bomb.
+    claim = _png_header(15000, 13000)
+    with pytest.raises(DecodeError) as e:
+        decode(claim)
+    assert "decompression bomb" not in e.value.reason
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode(claim, max_pixels=100_000_000)
 
 
 def test_unreadable_and_vanished_files_are_results_not_exceptions(tmp_path: Path) -> None:
