@@ -71,12 +71,12 @@ def plan(
         raise ActionError("--move-to QUARANTINE is required (files are moved there, never deleted)")
     roots = store.roots()
     selected = set(groups)
-    known = {gid for gid, _ in store.groups()}
-    missing = selected - known
+    groups_now = store.groups()
+    missing = selected - {gid for gid, _ in groups_now}
     if missing:
         raise ActionError(f"no such group: {', '.join(map(str, sorted(missing)))}")
     steps: list[Step] = []
-    for gid, members in store.groups():
+    for gid, members in groups_now:
         if selected and gid not in selected:
             continue
         decision = choose(members, rules or DEFAULT_RULES, reference_dirs)

@@ -191,6 +191,10 @@ class Pipeline:
 
     # -- the per-file work, in batches ---------------------------------------------------------------------------
 
+    def _fingerprint(self, path: str) -> FileResult:
+        """One file in this process, with the configured limits (the workers get the same through _results)."""
+        return fingerprint_file(path, self.cfg.decode_side, self.cfg.max_pixels, self.cfg.max_file_bytes)
+
     def _results(self, paths: Iterable[str]) -> Iterator[tuple[FileResult, float]]:
         """Fingerprints in input order, keeping the workers a few batches ahead of the CNN."""
         ex = self._executor()
@@ -245,18 +249,18 @@ class Pipeline:
                 continue
             if item.record is not None and item.record.status == OK and item.record.content_hash == fp.content_hash:
                 continue  # same bytes, new mtime: nothing to recompute
+            live = self.store.by_content(fp.content_hash, OK)
             # a rename: the same bytes under a path that is gone (its delete event may not have arrived yet)
             moved = [
                 m
-                for m in self.store.by_content(fp.content_hash, DELETED) + self.store.by_content(fp.content_hash, OK)
+                for m in self.store.by_content(fp.content_hash, DELETED) + live
                 if m.id not in claimed and m.embedding is not None and not os.path.exists(m.path)
             ]
             if moved and item.record is None:
                 item.moved_from = moved[0]
                 claimed.add(moved[0].id)  # type: ignore[arg-type]
                 continue
-            same = self.store.by_content(fp.content_hash, OK)
-            same = [s for s in same if s.path != r.path and s.embedding is not None and len(s.embedding) == self.embedder.dim]
+            same = [s for s in live if s.path != r.path and s.embedding is not None and len(s.embedding) == self.embedder.dim]
             if same:
                 item.reuse_from = same[0]
                 item.embedding = same[0].embedding.astype(np.float32)
@@ -411,7 +415,7 @@ class Pipeline:
         rec = self.store.get(file_id)
         detail = None
         if rec is not None and rec.status == OK:
-            r = fingerprint_file(rec.path, self.cfg.decode_side, self.cfg.max_pixels, self.cfg.max_file_bytes)
+            r = self._fingerprint(rec.path)
             if r.fingerprint is not None and r.fingerprint.content_hash == rec.content_hash:
                 local = self.embedder.embed_with_local(r.fingerprint.pixels[None])[1][0]
                 detail = (local, structure(r.fingerprint.pixels))
@@ -470,7 +474,7 @@ class Pipeline:
         """Fingerprint and embed an image that need not be in the store (for `dupwatch query`)."""
         from hashing.errors import DecodeError
 
-        r = fingerprint_file(path, self.cfg.decode_side, self.cfg.max_pixels, self.cfg.max_file_bytes)
+        r = self._fingerprint(path)
         if r.fingerprint is None:
             raise DecodeError(r.error or "unreadable")
         emb, local = self.embedder.embed_with_local(r.fingerprint.pixels[None])
