@@ -16,9 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.scoring import Score, relative, score
-from daemon.config import Config
-from daemon.pipeline import Pipeline
-from daemon.store import Store
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.pipeline import open_pipeline
+from dupwatch.daemon.store import Store
 
 BENCH_DATA = Path(__file__).resolve().parents[2] / "shared" / "bench-data"
 THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -43,7 +43,7 @@ def load_sets(generated_size: int, bench_data: bool, workdir: Path) -> list[tupl
 
 def scan(cfg: Config, root: Path, embedder) -> Store:  # noqa: ANN001
     store = Store(cfg.db)
-    with Pipeline(cfg, store, embedder) as p:
+    with open_pipeline(cfg, store, embedder) as p:
         p.scan([root])
     return store
 
@@ -74,7 +74,9 @@ def recorded_pairs(store: Store) -> list[tuple[str, str, str, float, int]]:
     return [tuple(r) for r in rows]
 
 
-def sweep(pairs, truth: dict, root: Path, grey_inliers: int, verify_low: float) -> dict[tuple[float, int, int], Score]:
+def sweep(
+    pairs: list[tuple[str, str, str, float, int]], truth: dict, root: Path, grey_inliers: int, verify_low: float
+) -> dict[tuple[float, int, int], Score]:
     out = {}
     keys = [(t, inl, grey_inliers) for t in THRESHOLDS for inl in INLIERS]
     keys += [(0.8, 25, g) for g in GREY if g != grey_inliers]
@@ -99,7 +101,7 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, help="write the precision/recall sweep as a PNG")
     args = ap.parse_args()
 
-    from hashing.embedding import default_embedder
+    from dupwatch.hashing.embedding import default_embedder
 
     embedder = default_embedder()
     defaults = Config()
@@ -110,17 +112,26 @@ def main() -> None:
         for n, (name, root, truth) in enumerate(sets):
             # every candidate over verify_low is verified and recorded with its cosine and inliers; the high
             # cosine threshold keeps the rotated views computed for all of them, as the real scan does
-            permissive = replace(defaults, db=work / f"p{n}.db", cosine_threshold=0.999,
-                                 verify_inliers=0, grey_inliers=0, verify_max_candidates=1000)  # fmt: skip
+            permissive = replace(
+                defaults,
+                db=work / f"p{n}.db",
+                cosine_threshold=0.999,
+                verify_inliers=0,
+                grey_inliers=0,
+                verify_max_candidates=1000,
+            )
             store = scan(permissive, root, embedder)
             sweeps[name] = sweep(recorded_pairs(store), truth, root, defaults.grey_inliers, defaults.verify_low)
             real = scan(replace(defaults, db=work / f"d{n}.db"), root, embedder)
             groups = [[r.path for r in recs] for _, recs in real.groups()]
             s = score(truth, relative(groups, root))
             flips = score(truth, relative(groups, root), exclude=frozenset({"flip"}))
-            print(f"\n## {name}: default settings (cosine >= {defaults.cosine_threshold}, "
-                  f"inliers >= {defaults.verify_inliers})\n")  # fmt: skip
-            print("| P | R | F1 | hard negatives grouped | bad files grouped | F1 without flips |\n|---|---|---|---|---|---|")
+            print(
+                f"\n## {name}: default settings (cosine >= {defaults.cosine_threshold}, "
+                f"inliers >= {defaults.verify_inliers})\n"
+            )
+            print("| P | R | F1 | hard negatives grouped | bad files grouped | F1 without flips |")
+            print("|---|---|---|---|---|---|")
             print(f"| {fmt(s)} | {flips.f1:.3f} |")
             print("\n| transform | with original |\n|---|---|")
             for t, (hit, total) in sorted(s.per_transform.items()):

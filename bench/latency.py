@@ -15,37 +15,44 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from bench.datagen import PHOTOS, load_photo
-from daemon.config import Config
-from daemon.service import Service
-from daemon.store import Store
-from bench.watchkit import ServiceThread, noise_png, wait_until
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.demo import PHOTOS, load_photo
+from dupwatch.daemon.pipeline import Duplicate
+from dupwatch.daemon.service import Service
+from dupwatch.daemon.store import Store
+from tests.helpers import ServiceThread, noise_png, wait_until
+
+
+class _TimedService(Service):
+    """The service, noting when each duplicate event is raised."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: dict[str, float] = {}
+
+    def duplicates_found(self, found: list[Duplicate]) -> None:
+        now = time.monotonic()
+        for d in found:
+            self.seen.setdefault(d.path, now)
+        super().duplicates_found(found)
 
 
 def latency(files: int, work: Path) -> list[float]:
-    from hashing.embedding import default_embedder
+    from dupwatch.hashing.embedding import default_embedder
 
     folder = work / "latency"
     folder.mkdir()
     cfg = Config(db=work / "latency.db")
-    service = Service(cfg, [folder], default_embedder())
-    seen: dict[str, float] = {}
-    original = service._on_duplicates
-
-    def record(found):  # noqa: ANN001, ANN202
-        now = time.monotonic()
-        for d in found:
-            seen.setdefault(d.path, now)
-        original(found)
-
-    service._on_duplicates = record  # type: ignore[method-assign]
+    service = _TimedService(cfg, [folder], default_embedder())
+    seen = service.seen
     bases = [load_photo(p).resize((1600, 1200)) for p in PHOTOS[:4]]
     for n, im in enumerate(bases):
         im.save(folder / f"base{n}.jpg", quality=92)
     out = []
     with ServiceThread(service):
-        wait_until(lambda: Store(cfg.db, readonly=True).counts()["files"] == len(bases), 60)
+        wait_until(lambda: Store(cfg.db, readonly=True).read.counts()["files"] == len(bases), 60)
         for i in range(files):
             buf = io.BytesIO()
             bases[i % len(bases)].save(buf, "JPEG", quality=60 + i % 30)
@@ -60,7 +67,7 @@ def latency(files: int, work: Path) -> list[float]:
 
 
 def storm(n: int, model: str, work: Path) -> tuple[float, float]:
-    from hashing.embedding import default_embedder, tiny_embedder
+    from dupwatch.hashing.embedding import default_embedder, tiny_embedder
 
     folder = work / "storm"
     folder.mkdir()
@@ -71,7 +78,7 @@ def storm(n: int, model: str, work: Path) -> tuple[float, float]:
         for i in range(n):
             (folder / f"f{i:05d}.png").write_bytes(noise_png(i, size=96))
         written = time.monotonic() - t
-        ok = wait_until(lambda: Store(cfg.db, readonly=True).counts()["files"] == n, 3600, every=0.5)
+        ok = wait_until(lambda: Store(cfg.db, readonly=True).read.counts()["files"] == n, 3600, every=0.5)
         elapsed = time.monotonic() - t
     if not ok:
         raise RuntimeError("not every file was recorded")
@@ -89,13 +96,17 @@ def main() -> None:
         if args.files:
             lat = sorted(latency(args.files, work))
             p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-            print(f"latency from close to duplicate event over {len(lat)} files (1600x1200 JPEG re-encodes, "
-                  f"real CNN): median {statistics.median(lat) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-                  f"max {lat[-1] * 1000:.0f} ms")  # fmt: skip
+            print(
+                f"latency from close to duplicate event over {len(lat)} files (1600x1200 JPEG re-encodes, "
+                f"real CNN): median {statistics.median(lat) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+                f"max {lat[-1] * 1000:.0f} ms"
+            )
         if args.storm:
             written, elapsed = storm(args.storm, args.storm_model, work)
-            print(f"storm: {args.storm} files dropped in {written:.1f}s, all recorded after {elapsed:.1f}s "
-                  f"= {args.storm / elapsed:.0f} files/s ({args.storm_model})")  # fmt: skip
+            print(
+                f"storm: {args.storm} files dropped in {written:.1f}s, all recorded after {elapsed:.1f}s "
+                f"= {args.storm / elapsed:.0f} files/s ({args.storm_model})"
+            )
 
 
 if __name__ == "__main__":

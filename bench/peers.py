@@ -44,8 +44,13 @@ def install(log=print) -> None:  # noqa: ANN001
         subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", IMAGEDEDUP], check=True)
     if shutil.which("findimagedupes") is None and shutil.which("apt-get") and os.geteuid() == 0:
         log("installing findimagedupes from Debian's packages ...")
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq findimagedupes",
-                       shell=True, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq findimagedupes",
+            shell=True,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 # Run inside the peers venv: stub the CNN modules (torch/torchvision are not installed there), hash, print JSON.
@@ -117,7 +122,7 @@ def ahash_baseline(root: Path, max_distance: int = 5) -> PeerRun:
         try:
             with Image.open(p) as im:
                 hashes.append((str(p), imagehash.average_hash(im)))
-        except Exception:  # noqa: BLE001 - a baseline that skips what it cannot read, as such scripts do
+        except Exception:
             continue
     edges = [(a, b) for i, (a, ha) in enumerate(hashes) for b, hb in hashes[i + 1 :] if ha - hb <= max_distance]
     run.seconds = time.perf_counter() - t
@@ -127,4 +132,4 @@ def ahash_baseline(root: Path, max_distance: int = 5) -> PeerRun:
 
 def all_peers(root: Path) -> list[PeerRun]:
     runs = [imagededup(root, m) for m in ("PHash", "DHash", "WHash", "AHash")]
-    return runs + [imagededup_cnn(), findimagedupes(root), ahash_baseline(root)]
+    return [*runs, imagededup_cnn(), findimagedupes(root), ahash_baseline(root)]

@@ -37,7 +37,9 @@ def precision_recall_png(sweeps: dict[str, dict[tuple, Score]], out: Path, inlie
         d.text((x(lo) - 48, y(t) - 6), f"{t:.4f}", fill="black")
     d.text((x((lo + 1) / 2) - 20, h - 35), "recall", fill="black")
     d.text((10, m - 30), "precision", fill="black")
-    d.text((m, 20), f"dupwatch threshold sweep: cosine 0.60-0.95 along each curve, grey zone {grey} inliers", fill="black")
+    d.text(
+        (m, 20), f"dupwatch threshold sweep: cosine 0.60-0.95 along each curve, grey zone {grey} inliers", fill="black"
+    )
     for n, (label, pts) in enumerate(curves):
         colour = COLOURS[n % len(COLOURS)]
         xy = [(x(s.recall), y(s.precision)) for _, s in pts]

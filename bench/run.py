@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import peers  # noqa: E402
-from bench.accuracy import BENCH_DATA, recorded_pairs, sweep  # noqa: E402
-from bench.scoring import Score, relative, score  # noqa: E402
+from bench import peers
+from bench.accuracy import BENCH_DATA, recorded_pairs, sweep
+from bench.scoring import Score, relative, score
 
 
 def dupwatch_cli(root: Path, db: Path) -> tuple[list[list[str]], float, float]:
@@ -32,8 +32,9 @@ def dupwatch_cli(root: Path, db: Path) -> tuple[list[list[str]], float, float]:
     subprocess.run([str(exe), "--db", str(db), "-q", "scan", str(root)], check=True)
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    out = subprocess.run([str(exe), "--db", str(db), "report", "--format", "json"], check=True,
-                         capture_output=True, text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [str(exe), "--db", str(db), "report", "--format", "json"], check=True, capture_output=True, text=True
+    ).stdout
     groups = [[m["path"] for m in g["members"]] for g in json.loads(out)["groups"]]
     return groups, seconds, peak
 
@@ -42,20 +43,32 @@ def row(tool: str, s: Score | None, flips: Score | None, files: int, seconds: fl
     if s is None:
         return f"| {tool} | - | - | - | - | - | - | {note} |"
     rate = f"{files / seconds:.1f}" if seconds else "-"
-    return (f"| {tool} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {flips.f1:.3f} | "  # type: ignore[union-attr]
-            f"{s.hard_negatives_wrong} | {rate} | {note} |")  # fmt: skip
+    return (
+        f"| {tool} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {flips.f1:.3f} | "  # type: ignore[union-attr]
+        f"{s.hard_negatives_wrong} | {rate} | {note} |"
+    )
 
 
 def accuracy_table(name: str, root: Path, truth: dict, work: Path) -> tuple[list[str], dict]:
     files = sum(1 for p in root.rglob("*") if p.is_file())
-    lines = [f"\n### {name} ({files} files)\n",
-             "| tool | P | R | F1 | F1 without flips | hard negatives grouped | images/s | note |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"\n### {name} ({files} files)\n",
+        "| tool | P | R | F1 | F1 without flips | hard negatives grouped | images/s | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     no_flip = frozenset({"flip"})
     groups, seconds, peak = dupwatch_cli(root, work / f"{abs(hash(name))}.db")
     rel = relative(groups, root)
-    lines.append(row("**dupwatch**", score(truth, rel), score(truth, rel, no_flip), files, seconds,
-                     f"CLI scan incl. model load; peak RSS {peak:.0f} MB"))  # fmt: skip
+    lines.append(
+        row(
+            "**dupwatch**",
+            score(truth, rel),
+            score(truth, rel, no_flip),
+            files,
+            seconds,
+            f"CLI scan incl. model load; peak RSS {peak:.0f} MB",
+        )
+    )
     for run in peers.all_peers(root):
         if run.unavailable:
             lines.append(row(run.tool, None, None, 0, 0, run.unavailable))
@@ -70,25 +83,36 @@ def threshold_sweep(sets: list[tuple[str, Path, dict]], work: Path, plot: Path) 
 
     from bench.accuracy import scan
     from bench.plot import precision_recall_png
-    from daemon.config import Config
-    from hashing.embedding import default_embedder
+    from dupwatch.daemon.config import Config
+    from dupwatch.hashing.embedding import default_embedder
 
     defaults = Config()
     embedder = default_embedder()
     sweeps = {}
     for n, (name, root, truth) in enumerate(sets):
-        permissive = replace(defaults, db=work / f"sweep{n}.db", cosine_threshold=0.999, verify_inliers=0,
-                             grey_inliers=0, verify_max_candidates=1000)  # fmt: skip
-        sweeps[name] = sweep(recorded_pairs(scan(permissive, root, embedder)), truth, root,
-                             defaults.grey_inliers, defaults.verify_low)  # fmt: skip
+        permissive = replace(
+            defaults,
+            db=work / f"sweep{n}.db",
+            cosine_threshold=0.999,
+            verify_inliers=0,
+            grey_inliers=0,
+            verify_max_candidates=1000,
+        )
+        sweeps[name] = sweep(
+            recorded_pairs(scan(permissive, root, embedder)), truth, root, defaults.grey_inliers, defaults.verify_low
+        )
     precision_recall_png(sweeps, plot, defaults.verify_inliers, defaults.grey_inliers)
-    lines = ["\n## Threshold sweep (P / R / F1 / hard negatives grouped)\n",
-             "| cosine | inliers | grey inliers | " + " | ".join(sweeps) + " |",
-             "|---|---|---|" + "---|" * len(sweeps)]  # fmt: skip
+    lines = [
+        "\n## Threshold sweep (P / R / F1 / hard negatives grouped)\n",
+        "| cosine | inliers | grey inliers | " + " | ".join(sweeps) + " |",
+        "|---|---|---|" + "---|" * len(sweeps),
+    ]
     default_key = (defaults.cosine_threshold, defaults.verify_inliers, defaults.grey_inliers)
     for key in sweeps[next(iter(sweeps))]:
-        cells = " | ".join(f"{s[key].precision:.3f} / {s[key].recall:.3f} / {s[key].f1:.3f} / "
-                           f"{s[key].hard_negatives_wrong}" for s in sweeps.values())  # fmt: skip
+        cells = " | ".join(
+            f"{s[key].precision:.3f} / {s[key].recall:.3f} / {s[key].f1:.3f} / {s[key].hard_negatives_wrong}"
+            for s in sweeps.values()
+        )
         mark = " **default**" if key == default_key else ""
         lines.append(f"| {key[0]:.2f}{mark} | {key[1]} | {'off' if key[2] >= 10_000 else key[2]} | {cells} |")
     lines.append(f"\nplot: {plot}")
@@ -100,8 +124,11 @@ def speed_table(n: int, work: Path) -> list[str]:
 
     folder = work / "camera"
     make_camera_jpegs(folder, n)
-    lines = [f"\n## Speed on {n} camera-size JPEGs (4032x3024, ~3.5 MB)\n",
-             "| tool | images/s | ratio to dupwatch |", "|---|---|---|"]  # fmt: skip
+    lines = [
+        f"\n## Speed on {n} camera-size JPEGs (4032x3024, ~3.5 MB)\n",
+        "| tool | images/s | ratio to dupwatch |",
+        "|---|---|---|",
+    ]
     _, seconds, peak = dupwatch_cli(folder, work / "camera.db")
     base = n / seconds
     lines.append(f"| **dupwatch** (CLI scan, model load included; peak RSS {peak:.0f} MB) | {base:.1f} | 1.00 |")

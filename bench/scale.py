@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.config import Config
-from daemon.index import EmbeddingIndex, IndexParams, rebuild_index
-from daemon.store import OK, FileRecord, Store
-from hashing.hamming import HammingIndex
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.index import EmbeddingIndex, IndexParams, rebuild_index
+from dupwatch.daemon.records import FileRow, FileStatus
+from dupwatch.daemon.store import Store
+from dupwatch.hashing.hamming import HammingIndex
 
 DIM = 1280
 
@@ -35,7 +36,9 @@ def _rss_mb() -> tuple[float, float]:
 
 def _embeddings(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
     # the noise is half as long as a centre: points of one cluster are alike, clusters are apart
-    v = centres[rng.integers(0, len(centres), n)] + (0.5 / np.sqrt(DIM)) * rng.standard_normal((n, DIM)).astype(np.float32)
+    v = centres[rng.integers(0, len(centres), n)] + (0.5 / np.sqrt(DIM)) * rng.standard_normal((n, DIM)).astype(
+        np.float32
+    )
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
 
 
@@ -56,18 +59,29 @@ def run(n: int, workdir: Path) -> dict[str, float]:
         with store.atomic():
             gen = store.next_gen()
             for i in range(m):
-                rec = FileRecord(path=f"/photos/{(start + i) // 1000:04d}/IMG_{start + i:07d}.jpg", size=4_000_000,
-                                 mtime_ns=1, status=OK, content_hash=f"{start + i:032x}", width=4032, height=3024,
-                                 format="JPEG", ahash=int(ahashes[i]), chash=int(chashes[i]), sharpness=100.0,
-                                 exif_fields=20, embedding=embs[i])  # fmt: skip
-                store.save_file(rec, gen)
+                rec = FileRow(
+                    path=f"/photos/{(start + i) // 1000:04d}/IMG_{start + i:07d}.jpg",
+                    size=4_000_000,
+                    mtime_ns=1,
+                    status=FileStatus.OK,
+                    content_hash=f"{start + i:032x}",
+                    width=4032,
+                    height=3024,
+                    format="JPEG",
+                    ahash=int(ahashes[i]),
+                    chash=int(chashes[i]),
+                    sharpness=100.0,
+                    exif_fields=20,
+                    embedding=embs[i],
+                )
+                store.files.save(rec, gen)
     figures["db_insert_s"] = time.perf_counter() - t
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     figures["db_mb"] = sum(f.stat().st_size for f in workdir.glob("scale.db*")) / 1e6
 
     t = time.perf_counter()
     hidx = HammingIndex()
-    ids, ah, _ = store.live_hashes()
+    ids, ah, _ = store.files.live_hashes()
     hidx.add_many(ids, ah)
     figures["hamming_load_s"] = time.perf_counter() - t
     queries = ah[rng.integers(0, len(ah), 100)]
@@ -76,10 +90,11 @@ def run(n: int, workdir: Path) -> dict[str, float]:
         hidx.search(q ^ 0b101, 12)
     figures["hamming_query_ms"] = (time.perf_counter() - t) / len(queries) * 1000
 
-    params = IndexParams(dim=DIM, model="scale-bench", m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction,
-                         ef=cfg.hnsw_ef)  # fmt: skip
+    params = IndexParams(
+        dim=DIM, model="scale-bench", m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction, ef=cfg.hnsw_ef
+    )
     t = time.perf_counter()
-    index = rebuild_index(store, params)
+    index = rebuild_index(store.files, store.gen, params)
     figures["index_build_s"] = time.perf_counter() - t
     figures["rss_after_build_mb"] = _rss_mb()[0]
     t = time.perf_counter()
@@ -99,7 +114,7 @@ def run(n: int, workdir: Path) -> dict[str, float]:
     qs = probes[:100]
     best_ids = np.full((len(qs), 10), -1, dtype=np.int64)
     best_sims = np.full((len(qs), 10), -np.inf, dtype=np.float32)
-    for ids_chunk, vecs in store.live_embeddings():
+    for ids_chunk, vecs in store.files.live_embeddings():
         sims = qs @ vecs.T
         all_sims = np.concatenate([best_sims, sims], axis=1)
         all_ids = np.concatenate([best_ids, np.broadcast_to(ids_chunk, sims.shape)], axis=1)

@@ -6,10 +6,10 @@ The same arithmetic as that set's score.py, importable so sweeps can score hundr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Iterable
 
 
 @dataclass
@@ -49,7 +49,7 @@ def score(truth: dict, groups: list[list[str]], exclude: frozenset[str] = frozen
     per: dict[str, tuple[int, int]] = {}
     named = set(truth.get("originals", {}).values())
     firsts = [next((m for m in g if m in named), g[0] if g else None) for g in truth["groups"]]
-    original_of = {m: o for g, o in zip(true_groups, firsts) for m in g}
+    original_of = {m: o for g, o in zip(true_groups, firsts, strict=True) for m in g}
     originals = set(firsts)
     for path, t in truth["transform"].items():
         if path in drop or path in originals or path not in original_of:

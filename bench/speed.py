@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.datagen import PHOTOS, SPLIT_PHOTOS, _exif, _noise, load_photo
+from dupwatch.daemon.demo import PHOTOS, SPLIT_PHOTOS, add_noise, exif_bytes, load_photo
 
 CAMERA = (4032, 3024)
 
@@ -45,9 +45,9 @@ def make_camera_jpegs(out: Path, n: int, seed: int = 1) -> list[Path]:
             if i >= len(tiles):  # more files than tiles: a colour-inverted tile is a different picture
                 tile = Image.eval(tile, lambda v: 255 - v)
             im = tile.resize(CAMERA, Image.Resampling.BICUBIC)
-            im = _noise(im, rng, 7)
+            im = add_noise(im, rng, 7)
             buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=92, exif=_exif())
+            im.save(buf, "JPEG", quality=92, exif=exif_bytes())
             p.write_bytes(buf.getvalue())
         paths.append(p)
     return paths
@@ -58,13 +58,13 @@ def _rate(n: int, seconds: float) -> str:
 
 
 def run(n: int, data: Path, workers: int) -> dict[str, float]:
-    from daemon.config import Config
-    from daemon.pipeline import Pipeline
-    from daemon.store import Store
-    from hashing.decode import decode
-    from hashing.embedding import default_embedder
-    from hashing.fingerprint import content_hash, fingerprint_bytes, laplacian_variance
-    from hashing.perceptual import average_hash_views, colour_hash
+    from dupwatch.daemon.config import Config
+    from dupwatch.daemon.pipeline import open_pipeline
+    from dupwatch.daemon.store import Store
+    from dupwatch.hashing.decode import decode
+    from dupwatch.hashing.embedding import default_embedder
+    from dupwatch.hashing.fingerprint import content_hash, fingerprint_bytes, laplacian_variance
+    from dupwatch.hashing.perceptual import average_hash_views, colour_hash
 
     paths = make_camera_jpegs(data, n)
     mb = sum(p.stat().st_size for p in paths) / n / 1e6
@@ -77,7 +77,7 @@ def run(n: int, data: Path, workers: int) -> dict[str, float]:
     figures["decode"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    for d, b in zip(decoded, blobs):
+    for d, b in zip(decoded, blobs, strict=True):
         content_hash(b)
         average_hash_views(d.image)
         colour_hash(d.image)
@@ -96,7 +96,7 @@ def run(n: int, data: Path, workers: int) -> dict[str, float]:
         cfg = Config(db=Path(tmp) / "bench.db", workers=workers)
         store = Store(cfg.db)
         t = time.perf_counter()
-        with Pipeline(cfg, store, embedder) as pipeline:
+        with open_pipeline(cfg, store, embedder) as pipeline:
             stats = pipeline.scan([data])
         figures["end_to_end"] = time.perf_counter() - t
         figures["index"] = stats.seconds["index"]
@@ -109,11 +109,15 @@ def run(n: int, data: Path, workers: int) -> dict[str, float]:
     print("\n| stage | throughput | note |\n|---|---|---|")
     print(f"| decode (draft, EXIF, RGB) | {_rate(n, figures['decode'])} | one core |")
     print(f"| hashes (blake2b, 8 ahash views, colour, sharpness) | {_rate(n, figures['hashes'])} | one core |")
-    print(f"| embedding (EfficientNet-Lite0, batch {embedder.batch_size}) | {_rate(n, figures['embedding'])} | "
-          f"{os.cpu_count()} cores, torch threads {__import__('torch').get_num_threads()} |")  # fmt: skip
+    print(
+        f"| embedding (EfficientNet-Lite0, batch {embedder.batch_size}) | {_rate(n, figures['embedding'])} | "
+        f"{os.cpu_count()} cores, torch threads {__import__('torch').get_num_threads()} |"
+    )
     print(f"| index (Hamming + HNSW + verification) | {_rate(n, figures['index'])} | inside the scan |")
     print(f"| database (SQLite writes, regroup) | {_rate(n, figures['database'])} | inside the scan |")
-    print(f"| **end-to-end scan**, {workers} decode workers | {_rate(n, figures['end_to_end'])} | model load included |")
+    print(
+        f"| **end-to-end scan**, {workers} decode workers | {_rate(n, figures['end_to_end'])} | model load included |"
+    )
     print(f"\npeak RSS {figures['peak_rss_mb']:.0f} MB; database + index {figures['db_bytes'] / 1e6:.2f} MB")
     return figures
 

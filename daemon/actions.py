@@ -12,19 +12,17 @@ import logging
 import os
 import shutil
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-from daemon.files import is_under
-from daemon.keeper import DEFAULT_RULES, choose
-from daemon.store import OK, RESOLVED, FileRecord, Store
-from hashing.fingerprint import content_hash
+from dupwatch.daemon.files import is_under
+from dupwatch.daemon.keeper import DEFAULT_RULES, choose
+from dupwatch.daemon.records import FileRecord, FileStatus
+from dupwatch.daemon.store import ActionMode, ItemState, Store
+from dupwatch.hashing.fingerprint import content_hash
 
 log = logging.getLogger(__name__)
-
-MOVE, TRASH, HARDLINK, SYMLINK = "move", "trash", "hardlink", "symlink"
-MODES = (MOVE, TRASH, HARDLINK, SYMLINK)
 
 
 class ActionError(Exception):
@@ -59,19 +57,17 @@ def _unchanged(rec: FileRecord) -> str | None:
 
 def plan(
     store: Store,
-    mode: str,
+    mode: ActionMode,
     quarantine: Path | None,
     groups: Sequence[int] = (),
     rules: Sequence[str] = (),
     reference_dirs: Sequence[str] = (),
 ) -> list[Step]:
-    if mode not in MODES:
-        raise ActionError(f"unknown mode {mode!r}")
-    if mode != TRASH and quarantine is None:
+    if mode != ActionMode.TRASH and quarantine is None:
         raise ActionError("--move-to QUARANTINE is required (files are moved there, never deleted)")
-    roots = store.roots()
+    roots = store.decisions.roots()
     selected = set(groups)
-    groups_now = store.groups()
+    groups_now = store.read.groups()
     missing = selected - {gid for gid, _ in groups_now}
     if missing:
         raise ActionError(f"no such group: {', '.join(map(str, sorted(missing)))}")
@@ -81,7 +77,7 @@ def plan(
             continue
         decision = choose(members, rules or DEFAULT_RULES, reference_dirs)
         for rec in decision.remove:
-            dst = None if mode == TRASH else str(quarantine_path(quarantine, rec.path))  # type: ignore[arg-type]
+            dst = None if quarantine is None or mode == ActionMode.TRASH else str(quarantine_path(quarantine, rec.path))
             step = Step(rec, decision.keeper, dst)
             if not any(is_under(rec.path, r) for r in roots):
                 step.refused = "outside the scanned roots"
@@ -145,9 +141,7 @@ def find_in_trash(src: str) -> tuple[Path, Path] | None:
         if not info.is_dir():
             continue
         for ti in info.glob("*.trashinfo"):
-            fields = dict(
-                line.split("=", 1) for line in ti.read_text(errors="replace").splitlines() if "=" in line
-            )
+            fields = dict(line.split("=", 1) for line in ti.read_text(errors="replace").splitlines() if "=" in line)
             path = urllib.parse.unquote(fields.get("Path", ""))
             if not os.path.isabs(path):
                 path = str(d.parent.parent / path)
@@ -156,14 +150,15 @@ def find_in_trash(src: str) -> tuple[Path, Path] | None:
     return None if best is None else (best[1], best[2])
 
 
-def execute(store: Store, steps: Sequence[Step], mode: str, quarantine: Path | None) -> tuple[int, list[Step]]:
+def execute(store: Store, steps: Sequence[Step], mode: ActionMode, quarantine: Path | None) -> tuple[int, list[Step]]:
     """Journal every step, then carry them out one by one; returns the action id and the steps that failed."""
+    journal = store.journal
     with store.atomic():
-        action_id = store.begin_action(mode, None if quarantine is None else str(quarantine))
-        items = [(store.plan_item(action_id, s.file, s.keeper.id, s.dst), s) for s in steps]
+        action_id = journal.begin(mode, None if quarantine is None else str(quarantine))
+        items = [(journal.plan_item(action_id, s.file, s.keeper.id, s.dst), s) for s in steps]
         for item_id, s in items:
             if s.refused:
-                store.set_item_state(item_id, "refused", s.refused)
+                journal.set_item_state(item_id, ItemState.REFUSED, s.refused)
     failed: list[Step] = []
     for item_id, s in items:
         if s.refused:
@@ -171,28 +166,30 @@ def execute(store: Store, steps: Sequence[Step], mode: str, quarantine: Path | N
         src = s.file.path
         try:
             dst = s.dst
-            if mode == TRASH:
+            if mode == ActionMode.TRASH:
                 from send2trash import send2trash
 
                 send2trash(src)
                 found = find_in_trash(src)
                 dst = None if found is None else str(found[0])
+            elif s.dst is None:
+                raise OSError(f"no place in the quarantine was planned for {src}")
             else:
-                safe_move(src, s.dst)  # type: ignore[arg-type]
-                if mode == HARDLINK:
+                safe_move(src, s.dst)
+                if mode == ActionMode.HARDLINK:
                     os.link(s.keeper.path, src)
-                elif mode == SYMLINK:
+                elif mode == ActionMode.SYMLINK:
                     os.symlink(s.keeper.path, src)
         except OSError as e:
             s.refused = f"failed: {e}"
             failed.append(s)
-            store.set_item_state(item_id, "failed", s.refused)
+            journal.set_item_state(item_id, ItemState.FAILED, s.refused)
             log.error("%s: %s", src, s.refused)
             continue
         with store.atomic():
-            store.set_item_state(item_id, "done", dst=dst)
-            store.set_status(s.file.id, RESOLVED, store.next_gen())  # type: ignore[arg-type]
-            store.regroup([s.file.id])  # type: ignore[list-item]
+            journal.set_item_state(item_id, ItemState.DONE, dst=dst)
+            store.files.set_status([s.file.id], FileStatus.RESOLVED, store.next_gen())
+            store.graph.regroup([s.file.id])
         log.info("%s %s -> %s", mode, src, dst or "trash")
     return action_id, failed
 
@@ -200,30 +197,40 @@ def execute(store: Store, steps: Sequence[Step], mode: str, quarantine: Path | N
 def undo(store: Store, action_id: int | None = None) -> tuple[int, list[str]]:
     """Put every file of an action back exactly where it was; refuse (per file, with a reason) where the place is
     taken or the file is no longer where dupwatch put it. Returns the action id and the refusals."""
-    act = store.action(action_id)
+    journal = store.journal
+    act = journal.action(action_id)
     if act is None:
         raise ActionError("nothing to undo" if action_id is None else f"no action #{action_id}")
-    if act["undone_at"] is not None:
-        raise ActionError(f"action #{act['id']} was already undone")
+    if act.undone_at is not None:
+        raise ActionError(f"action #{act.id} was already undone")
     refusals: list[str] = []
-    keepers = store.many(i["keeper_id"] for i in act["items"] if i["keeper_id"] is not None)
-    for item in reversed(act["items"]):
-        if item["state"] != "done":
+    keepers = store.files.many(i.keeper_id for i in act.items if i.keeper_id is not None)
+    mode = act.mode
+    for item in reversed(act.items):
+        if item.state != ItemState.DONE:
             continue
-        src, dst, mode = item["src"], item["dst"], act["mode"]
+        src, dst = item.src, item.dst
         try:
-            if mode in (HARDLINK, SYMLINK):
-                keeper = keepers.get(item["keeper_id"])
-                ours = keeper is not None and os.path.lexists(src) and (
-                    (mode == SYMLINK and os.path.islink(src) and os.readlink(src) == keeper.path)
-                    or (mode == HARDLINK and not os.path.islink(src) and os.path.samefile(src, keeper.path))
+            if mode in (ActionMode.HARDLINK, ActionMode.SYMLINK):
+                keeper = None if item.keeper_id is None else keepers.get(item.keeper_id)
+                ours = (
+                    keeper is not None
+                    and os.path.lexists(src)
+                    and (
+                        (mode == ActionMode.SYMLINK and os.path.islink(src) and os.readlink(src) == keeper.path)
+                        or (
+                            mode == ActionMode.HARDLINK
+                            and not os.path.islink(src)
+                            and os.path.samefile(src, keeper.path)
+                        )
+                    )
                 )
                 if not ours:
                     raise FileExistsError(f"{src} is no longer the link dupwatch made; left as it is")
                 os.unlink(src)  # only the link dupwatch made: the keeper still holds those bytes
             elif os.path.lexists(src):
                 raise FileExistsError(f"{src} is taken by another file; left in {dst or 'the trash'}")
-            if mode == TRASH:
+            if mode == ActionMode.TRASH:
                 found = find_in_trash(src)
                 if found is None:
                     raise FileNotFoundError(f"{src} is no longer in the trash")
@@ -238,10 +245,10 @@ def undo(store: Store, action_id: int | None = None) -> tuple[int, list[str]]:
             log.error("undo: %s", e)
             continue
         with store.atomic():
-            store.set_item_state(item["id"], "undone")
-            store.set_status(item["file_id"], OK, store.next_gen())
-            store.regroup([item["file_id"]])
+            journal.set_item_state(item.id, ItemState.UNDONE)
+            store.files.set_status([item.file_id], FileStatus.OK, store.next_gen())
+            store.graph.regroup([item.file_id])
     if not refusals:
         with store.atomic():
-            store.mark_undone(act["id"])
-    return act["id"], refusals
+            journal.mark_undone(act.id)
+    return act.id, refusals

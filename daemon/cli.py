@@ -5,21 +5,28 @@ Exit codes: 0 success, 1 runtime error (unreadable database, another writer, bad
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
 
-from daemon.config import Config, ConfigError, default_state_dir, load_config
-from daemon.lock import AlreadyRunning, WriterLock
-from daemon.store import StoreError
+from dupwatch.daemon.config import Config, ConfigError, default_state_dir, load_config
+from dupwatch.daemon.lock import AlreadyRunning, WriterLock
+from dupwatch.daemon.store import StoreError
+
+if TYPE_CHECKING:
+    from dupwatch.daemon.reports import Report
+    from dupwatch.daemon.store import Store
+    from dupwatch.hashing.embedding import Embedder
 
 log = logging.getLogger("dupwatch")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,7 +44,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"Error: {message}", err=True)
     sys.exit(1)
 
@@ -59,8 +66,9 @@ def main(ctx: click.Context, db: Path | None, config_path: Path | None, verbose:
     ctx.obj = Context(cfg.with_overrides(db=db.resolve() if db else None), quiet, config_path)
 
 
-def _embedder(cfg: Config):  # noqa: ANN202 - torch is imported lazily so `report` and `status` start fast
-    from hashing.embedding import default_embedder, tiny_embedder
+def _embedder(cfg: Config) -> Embedder:
+    """The CNN (torch is imported here, lazily, so that `report` and `status` start fast)."""
+    from dupwatch.hashing.embedding import default_embedder, tiny_embedder
 
     if cfg.model == "tinynet":
         return tiny_embedder()
@@ -69,8 +77,8 @@ def _embedder(cfg: Config):  # noqa: ANN202 - torch is imported lazily so `repor
     return default_embedder(batch_size=cfg.batch_size, device=cfg.device)
 
 
-def _store(cfg: Config, readonly: bool = False):  # noqa: ANN202
-    from daemon.store import Store
+def _store(cfg: Config, readonly: bool = False) -> Store:
+    from dupwatch.daemon.store import Store
 
     try:
         return Store(cfg.db, readonly=readonly)
@@ -79,7 +87,7 @@ def _store(cfg: Config, readonly: bool = False):  # noqa: ANN202
 
 
 @contextmanager
-def _writing(cfg: Config) -> Iterator[Any]:
+def _writing(cfg: Config) -> Iterator[Store]:
     """The database opened for writing, holding the one-writer lock (a clear exit 1 if another process has it)."""
     try:
         lock = WriterLock(cfg.lock_path).acquire()
@@ -98,8 +106,14 @@ def _progress(quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[
         return None, lambda: None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), console=console, transient=True)  # fmt: skip
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
     task = bar.add_task("fingerprinting", total=None)
     bar.start()
 
@@ -110,12 +124,15 @@ def _progress(quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[
 
 
 def matching_options(f: F) -> F:
-    for opt in reversed([
-        click.option("--threshold", "cosine_threshold", type=click.FloatRange(0, 1), help="CNN cosine that confirms a pair."),
+    options = [
+        click.option(
+            "--threshold", "cosine_threshold", type=click.FloatRange(0, 1), help="CNN cosine that confirms a pair."
+        ),
         click.option("--workers", type=click.IntRange(0, 64), help="Decoding processes (0: in this process)."),
         click.option("--batch-size", type=click.IntRange(1, 1024), help="Images per CNN batch."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Where the CNN runs."),
-    ]):  # fmt: skip
+    ]
+    for opt in reversed(options):
         f = opt(f)
     return f
 
@@ -131,18 +148,18 @@ def scan(obj: Context, dirs: tuple[Path, ...], **overrides: Any) -> None:
 
 
 def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
-    from daemon.pipeline import Pipeline
+    from dupwatch.daemon.pipeline import open_pipeline
 
     with _writing(cfg) as store:
         update, stop = _progress(quiet)
         try:
-            with Pipeline(cfg, store, _embedder(cfg)) as pipeline:
+            with open_pipeline(cfg, store, _embedder(cfg)) as pipeline:
                 stats = pipeline.scan(dirs, progress=update)
         except sqlite3.OperationalError as e:  # e.g. locked past the busy timeout by another program
             _fail(f"database {cfg.db}: {e}; nothing of the unfinished batch was recorded, run the scan again")
         finally:
             stop()
-        counts = store.counts()
+        counts = store.read.counts()
         click.echo(
             f"scanned {stats.seen} files ({stats.unchanged} unchanged, {stats.fingerprinted} fingerprinted, "
             f"{stats.reused} identical copies, {stats.moved} moved, {stats.deleted} gone, {stats.errors} unreadable) "
@@ -153,50 +170,57 @@ def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
 
 def keeper_options(f: F) -> F:
     f = click.option("--keep-by", help="Keeper criteria in order, e.g. resolution,sharpness,exif,size,oldest.")(f)
-    f = click.option("--reference", "reference_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
-                     help="A folder whose files are never proposed for removal (repeatable).")(f)  # fmt: skip
+    f = click.option(
+        "--reference",
+        "reference_dirs",
+        multiple=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="A folder whose files are never proposed for removal (repeatable).",
+    )(f)
     return f
 
 
 def _keeper_cfg(cfg: Config, keep_by: str | None, reference_dirs: tuple[Path, ...]) -> Config:
-    from daemon.keeper import RuleError, parse_rules
+    from dupwatch.daemon.keeper import RuleError, parse_rules
 
     try:
         rules = parse_rules(keep_by) if keep_by else parse_rules(cfg.keeper_rules)
     except RuleError as e:
         raise click.UsageError(str(e)) from None
-    refs = [p.resolve() for p in reference_dirs] or cfg.reference_dirs
+    refs = tuple(p.resolve() for p in reference_dirs) or cfg.reference_dirs
     return cfg.with_overrides(keeper_rules=rules, reference_dirs=refs)
 
 
-def _build_report(cfg: Config):  # noqa: ANN202
-    from daemon.reports import build_report
+def _build_report(cfg: Config) -> Report:
+    from dupwatch.daemon.reports import build_report
 
     return build_report(_store(cfg, readonly=True), cfg.keeper_rules, [str(d) for d in cfg.reference_dirs])
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of stdout.")
 @keeper_options
 @click.pass_obj
 def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, reference_dirs: tuple[Path, ...]) -> None:
     """Print the duplicate groups (largest reclaimable space first) with the evidence for each match, the file
     each group would keep, and the files that could not be read. --format html needs --out."""
-    from daemon.reports import to_json, write_csv, write_table
+    from dupwatch.daemon.reports import to_json, write_csv, write_table
 
     cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs)
     rep = _build_report(cfg)
     if fmt == "html":
         if out is None:
             raise click.UsageError("--format html writes a file: give --out report.html")
-        from daemon.html import write_html
+        from dupwatch.daemon.html import write_html
 
         write_html(rep, out)
         click.echo(f"wrote {out}", err=True)
         return
-    fh = open(out, "w", newline="") if out else sys.stdout
-    try:
+    with contextlib.ExitStack() as stack:
+        fh: IO[str] = stack.enter_context(open(out, "w", newline="")) if out else sys.stdout
         if fmt == "json":
             json.dump(to_json(rep), fh, indent=1)
             fh.write("\n")
@@ -204,9 +228,6 @@ def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, refere
             write_csv(rep, fh)
         else:
             write_table(rep, Console(file=fh, width=None if fh.isatty() else 160))
-    finally:
-        if out:
-            fh.close()
 
 
 @main.command()
@@ -216,20 +237,20 @@ def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, refere
 @click.pass_obj
 def query(obj: Context, image: Path, k: int, fmt: str) -> None:
     """Show the indexed images most like IMAGE (which need not be indexed itself)."""
-    from daemon.pipeline import Pipeline
-    from hashing.errors import DecodeError
-    from hashing.views import describe
+    from dupwatch.daemon.pipeline import open_pipeline
+    from dupwatch.hashing.errors import DecodeError
+    from dupwatch.hashing.views import describe
 
     cfg = obj.cfg.with_overrides(workers=0)
     store = _store(cfg, readonly=True)
-    with Pipeline(cfg, store, _embedder(cfg)) as pipeline:
+    with open_pipeline(cfg, store, _embedder(cfg)) as pipeline:
         try:
             probe = pipeline.probe_file(str(image.resolve()))
         except DecodeError as e:
             _fail(f"{image}: {e.reason}")
         hits = pipeline.matcher.lookalikes(probe, k)
         confirmed = {m.other: m for m in pipeline.matcher.find(probe)}
-        recs = store.many(fid for fid, _, _ in hits)
+        recs = store.files.many(fid for fid, _, _ in hits)
         results = [
             {
                 "path": recs[fid].path,
@@ -237,7 +258,7 @@ def query(obj: Context, image: Path, k: int, fmt: str) -> None:
                 "view": describe(view),
                 "duplicate": fid in confirmed,
                 "inliers": confirmed[fid].inliers if fid in confirmed else None,
-                "group": store.group_of(fid),
+                "group": store.graph.group_of(fid),
             }
             for fid, sim, view in hits
             if recs[fid].path != str(image.resolve())
@@ -251,7 +272,9 @@ def query(obj: Context, image: Path, k: int, fmt: str) -> None:
     for col in ("cosine", "view", "duplicate", "group", "path"):
         t.add_column(col, overflow="fold")
     for r in results:
-        t.add_row(f"{r['cosine']:.3f}", r["view"], "yes" if r["duplicate"] else "", str(r["group"] or ""), r["path"])
+        t.add_row(
+            f"{r['cosine']:.3f}", str(r["view"]), "yes" if r["duplicate"] else "", str(r["group"] or ""), str(r["path"])
+        )
     Console().print(t)
 
 
@@ -262,10 +285,10 @@ def status(obj: Context, as_json: bool) -> None:
     """Counts of files, groups and errors; and, while `dupwatch watch` runs, its queue, uptime and last events."""
     import time
 
-    from daemon.service import read_status
+    from dupwatch.daemon.service import read_status
 
     store = _store(obj.cfg, readonly=True)
-    counts: dict[str, Any] = {"database": str(obj.cfg.db), **store.counts()}
+    counts: dict[str, Any] = {"database": str(obj.cfg.db), **store.read.counts()}
     daemon = read_status(obj.cfg)
     if as_json:
         click.echo(json.dumps({**counts, "daemon": daemon}, indent=1))
@@ -292,11 +315,11 @@ def status(obj: Context, as_json: bool) -> None:
 def watch(obj: Context, dirs: tuple[Path, ...], polling: bool, on_duplicate: str | None, **overrides: Any) -> None:
     """Reconcile DIRS with the database, then follow them live: each new or changed photo is checked as soon as it
     is complete. This is what the systemd service runs. SIGTERM stops it cleanly, SIGHUP reloads the config."""
-    from daemon.lock import AlreadyRunning
-    from daemon.service import Service
+    from dupwatch.daemon.lock import AlreadyRunning
+    from dupwatch.daemon.service import Service
 
     cfg = obj.cfg.with_overrides(on_duplicate=on_duplicate, **overrides)
-    roots = list(dirs) or cfg.roots
+    roots = list(dirs or cfg.roots)
     if not roots:
         raise click.UsageError("name the folders to watch (or set roots in the config file)")
 
@@ -321,39 +344,55 @@ def demo(obj: Context, folder: Path | None) -> None:
     folder = folder or default_state_dir() / "demo-photos"
     if not (folder / "images").is_dir():
         try:
-            from bench.datagen import generate
+            from dupwatch.daemon.demo import generate
         except ImportError as e:  # scikit-image ships the sample photos
             _fail(f"the demo needs scikit-image for its sample photos ({e}); run ./quickstart run")
         click.echo(f"writing demo photos to {folder} ...", err=True)
         generate(folder, size=1600, photos=("chelsea", "coffee", "astronaut", "rocket"), split=("gravel",))
     _scan(obj.cfg, [folder / "images"], obj.quiet)
-    from daemon.reports import write_table
+    from dupwatch.daemon.reports import write_table
 
     write_table(_build_report(obj.cfg), Console())
 
 
 @main.command()
 @click.argument("groups", nargs=-1, type=int)
-@click.option("--move-to", "quarantine", type=click.Path(file_okay=False, path_type=Path),
-              help="Quarantine folder: non-keepers are moved here, keeping their full paths.")
+@click.option(
+    "--move-to",
+    "quarantine",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Quarantine folder: non-keepers are moved here, keeping their full paths.",
+)
 @click.option("--trash", "mode", flag_value="trash", help="Send non-keepers to the desktop trash instead.")
-@click.option("--hardlink", "mode", flag_value="hardlink", help="Move to the quarantine and leave a hard link to the keeper.")
-@click.option("--symlink", "mode", flag_value="symlink", help="Move to the quarantine and leave a symlink to the keeper.")
+@click.option(
+    "--hardlink", "mode", flag_value="hardlink", help="Move to the quarantine and leave a hard link to the keeper."
+)
+@click.option(
+    "--symlink", "mode", flag_value="symlink", help="Move to the quarantine and leave a symlink to the keeper."
+)
 @click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing.")
 @keeper_options
 @click.pass_obj
-def resolve(obj: Context, groups: tuple[int, ...], quarantine: Path | None, mode: str | None, dry_run: bool,
-            keep_by: str | None, reference_dirs: tuple[Path, ...]) -> None:  # fmt: skip
+def resolve(
+    obj: Context,
+    groups: tuple[int, ...],
+    quarantine: Path | None,
+    mode: str | None,
+    dry_run: bool,
+    keep_by: str | None,
+    reference_dirs: tuple[Path, ...],
+) -> None:
     """Keep the best file of each group (or of GROUPS) and move the others away. Nothing is ever deleted: every
     move is journaled and `dupwatch undo` puts it back."""
-    from daemon.actions import MOVE, ActionError, execute, plan
+    from dupwatch.daemon.actions import ActionError, execute, plan
+    from dupwatch.daemon.store import ActionMode
 
-    mode = mode or MOVE
+    action_mode = ActionMode(mode or ActionMode.MOVE)
     cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs)
     quarantine = quarantine.resolve() if quarantine else None
     with _writing(cfg) as store:
         try:
-            steps = plan(store, mode, quarantine, groups, cfg.keeper_rules, [str(d) for d in cfg.reference_dirs])
+            steps = plan(store, action_mode, quarantine, groups, cfg.keeper_rules, [str(d) for d in cfg.reference_dirs])
         except ActionError as e:
             raise click.UsageError(str(e)) from None
         for s in steps:
@@ -361,12 +400,14 @@ def resolve(obj: Context, groups: tuple[int, ...], quarantine: Path | None, mode
             verb = "would move" if dry_run else "moving"
             line = f"refused {s.file.path}: {s.refused}" if s.refused else f"{verb} {s.file.path} -> {where}"
             click.echo(f"{line}  (keeping {s.keeper.path})")
-        if dry_run or not steps:
-            click.echo(f"{sum(s.refused is None for s in steps)} files would be moved, "
-                       f"{sum(s.refused is not None for s in steps)} refused (dry run)" if dry_run else "nothing to do",
-                       err=True)  # fmt: skip
+        if dry_run:
+            moved = sum(s.refused is None for s in steps)
+            click.echo(f"{moved} files would be moved, {len(steps) - moved} refused (dry run)", err=True)
             return
-        action_id, failed = execute(store, steps, mode, quarantine)
+        if not steps:
+            click.echo("nothing to do", err=True)
+            return
+        action_id, failed = execute(store, steps, action_mode, quarantine)
         done = sum(s.refused is None for s in steps) - len(failed)
         click.echo(f"action #{action_id}: {done} files moved; undo with: dupwatch undo {action_id}", err=True)
         if failed or any(s.refused for s in steps):
@@ -378,8 +419,8 @@ def resolve(obj: Context, groups: tuple[int, ...], quarantine: Path | None, mode
 @click.pass_obj
 def undo(obj: Context, action_id: int | None) -> None:
     """Put the files of an action (default: the latest) back exactly where they were."""
-    from daemon.actions import ActionError
-    from daemon.actions import undo as undo_action
+    from dupwatch.daemon.actions import ActionError
+    from dupwatch.daemon.actions import undo as undo_action
 
     with _writing(obj.cfg) as store:
         try:
@@ -398,10 +439,9 @@ def undo(obj: Context, action_id: int | None) -> None:
 def actions(obj: Context) -> None:
     """The journal of resolve actions."""
     store = _store(obj.cfg, readonly=True)
-    for a in store.actions():
-        state = "undone" if a["undone_at"] else "active"
-        click.echo(f"#{a['id']} {a['mode']:8} {a['done'] or 0}/{a['items']} files, {a['bytes'] or 0} bytes, "
-                   f"{state}, target {a['target'] or '-'}")  # fmt: skip
+    for a in store.journal.actions():
+        state = "undone" if a.undone_at else "active"
+        click.echo(f"#{a.id} {a.mode:8} {a.done}/{a.items} files, {a.bytes} bytes, {state}, target {a.target or '-'}")
 
 
 @main.command()
@@ -415,19 +455,20 @@ def ignore(obj: Context, paths: tuple[Path, ...], group_id: int | None) -> None:
         raise click.UsageError("give two or more paths, or --group N")
     with _writing(obj.cfg) as store:
         if group_id is not None:
-            recs = list(store.many(store.group_members(group_id)).values())
+            recs = list(store.files.many(store.graph.group_members(group_id)).values())
             if not recs:
                 _fail(f"no group {group_id}")
         else:
-            recs = [store.by_path(str(p.resolve())) for p in paths]
-            unknown = [str(p) for p, r in zip(paths, recs) if r is None or r.content_hash is None]
+            found = {p: store.files.by_path(str(p.resolve())) for p in paths}
+            recs = [r for r in found.values() if r is not None and r.content_hash is not None]
+            unknown = [str(p) for p, r in found.items() if r is None or r.content_hash is None]
             if unknown:
                 _fail(f"not in the database: {', '.join(unknown)}")
         with store.atomic():
             for i, a in enumerate(recs):
                 for b in recs[i + 1 :]:
-                    store.ignore(a.content_hash, b.content_hash)  # type: ignore[union-attr, arg-type]
-            store.regroup([r.id for r in recs])  # type: ignore[union-attr, misc]
+                    store.decisions.ignore(a.content_hash or "", b.content_hash or "")
+            store.graph.regroup([r.id for r in recs])
         click.echo(f"{len(recs)} files marked as not duplicates of each other", err=True)
 
 
@@ -448,11 +489,14 @@ def render_unit(dupwatch: str, db: Path, roots: list[Path], config_path: Path | 
     import shlex
     from importlib import resources
 
-    template = resources.files("daemon").joinpath("templates/dupwatch.service").read_text()
+    template = resources.files("dupwatch.daemon").joinpath("templates/dupwatch.service").read_text()
     exe = shlex.join([dupwatch, "--db", str(db)] + (["--config", str(config_path)] if config_path else []))
     readme = Path(__file__).resolve().parents[1] / "README.md"
-    return (template.replace("@DUPWATCH@", exe).replace("@ROOTS@", shlex.join(str(r) for r in roots))
-            .replace("@README@", str(readme)))  # fmt: skip
+    return (
+        template.replace("@DUPWATCH@", exe)
+        .replace("@ROOTS@", shlex.join(str(r) for r in roots))
+        .replace("@README@", str(readme))
+    )
 
 
 @service.command("install")

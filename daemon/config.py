@@ -16,9 +16,25 @@ import platformdirs
 APP = "dupwatch"
 
 IMAGE_SUFFIXES: tuple[str, ...] = (
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
-    ".heic", ".heif", ".avif", ".pbm", ".pgm", ".ppm", ".pnm", ".svg",
-)  # fmt: skip
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".heic",
+    ".heif",
+    ".avif",
+    ".pbm",
+    ".pgm",
+    ".ppm",
+    ".pnm",
+    ".svg",
+)
 
 
 class ConfigError(Exception):
@@ -33,11 +49,11 @@ def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir(APP)) / "config.toml"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     # where things live
     db: Path = field(default_factory=lambda: default_state_dir() / "dupwatch.db")
-    roots: list[Path] = field(default_factory=list)
+    roots: tuple[Path, ...] = ()
     # what counts as an image
     suffixes: tuple[str, ...] = IMAGE_SUFFIXES
     max_pixels: int = 200_000_000
@@ -60,7 +76,7 @@ class Config:
     hnsw_ef: int = 64
     # keeping and resolving
     keeper_rules: tuple[str, ...] = ("resolution", "sharpness", "exif", "size", "oldest")
-    reference_dirs: list[Path] = field(default_factory=list)  # never proposed for removal
+    reference_dirs: tuple[Path, ...] = ()  # never proposed for removal
     # watching
     settle_seconds: float = 0.5  # a file's size and mtime must hold still this long before it is read
     incomplete_grace: float = 30.0  # a file still unreadable this soon after its last write is retried, not failed
@@ -91,7 +107,7 @@ class Config:
     def events_path(self) -> Path:
         return self.db.with_name(self.db.name + ".events.jsonl")
 
-    def with_overrides(self, **overrides: Any) -> "Config":
+    def with_overrides(self, **overrides: Any) -> Config:
         """Flags win over the file; None means 'flag not given'."""
         given = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **given)
@@ -126,7 +142,7 @@ def load_config(path: Path | None = None) -> Config:
         flat[key] = Path(flat[key]).expanduser()
     for key in ("roots", "reference_dirs"):
         if key in flat:
-            flat[key] = [Path(p).expanduser().resolve() for p in flat[key]]
+            flat[key] = tuple(Path(p).expanduser().resolve() for p in flat[key])
     if "keeper_rules" in flat:
         flat["keeper_rules"] = tuple(flat["keeper_rules"])
     if "suffixes" in flat:

@@ -8,15 +8,23 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
 # Names sync clients, browsers and editors use while a file is still being written.
 TEMPORARY_PATTERNS: tuple[str, ...] = (
-    "*.part", "*.crdownload", "*.tmp", "*.partial", "*.download", ".syncthing.*", ".~*", "~$*", "*.swp",
-)  # fmt: skip
+    "*.part",
+    "*.crdownload",
+    "*.tmp",
+    "*.partial",
+    "*.download",
+    ".syncthing.*",
+    ".~*",
+    "~$*",
+    "*.swp",
+)
 
 
 def is_under(path: str | Path, root: str | Path) -> bool:

@@ -16,9 +16,9 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image, ImageOps
 
-from daemon.reports import Report, summary
-from hashing.errors import DecodeError
-from hashing.fingerprint import read_file
+from dupwatch.daemon.reports import Report, summary
+from dupwatch.hashing.errors import DecodeError
+from dupwatch.hashing.fingerprint import read_file
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,10 @@ def thumbnail(path: str, side: int = THUMB_SIDE) -> str | None:
     """A small upright JPEG as a data URI; None when the file cannot be read now (the page shows a placeholder)."""
     try:
         data, _ = read_file(path, max_bytes=1 << 30)
-        im = Image.open(io.BytesIO(data))
-        if im.format == "JPEG":
-            im.draft("RGB", (side, side))
-        im = ImageOps.exif_transpose(im) or im
-        im = im.convert("RGB")
+        opened = Image.open(io.BytesIO(data))
+        if opened.format == "JPEG":
+            opened.draft("RGB", (side, side))
+        im = (ImageOps.exif_transpose(opened) or opened).convert("RGB")
         im.thumbnail((side, side))
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=75)
@@ -53,7 +52,9 @@ def render_html(report: Report, title: str = "dupwatch report") -> str:
             m["keeper"] = m["path"] == g.keeper
             m["protected"] = m["path"] in g.protected
         groups.append(d)
-    env = Environment(loader=PackageLoader("daemon", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(
+        loader=PackageLoader("dupwatch.daemon", "templates"), autoescape=select_autoescape(["html", "j2"])
+    )
     # '</' would end the script element early; JSON allows the escaped form
     blob = json.dumps({"groups": groups, "errors": [asdict(e) for e in report.errors]}).replace("</", "<\\/")
     return env.get_template("report.html.j2").render(

@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import hnswlib
 import numpy as np
@@ -32,6 +34,16 @@ class IndexParams:
     m: int = 16
     ef_construction: int = 200
     ef: int = 64
+
+
+class EmbeddingSource(Protocol):
+    """Where the index is rebuilt from (the store's files table)."""
+
+    def live_embeddings(self, since_gen: int = -1) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def not_live_since(self, since_gen: int) -> list[int]: ...
+
+    def live_count(self) -> int: ...
 
 
 class IndexError_(Exception):
@@ -86,7 +98,7 @@ class EmbeddingIndex:
                     self._few = None
                 else:
                     norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-                    self._few.update(zip(ids.tolist(), vectors / norms))
+                    self._few.update(zip(ids.tolist(), vectors / norms, strict=True))
 
     def remove(self, file_id: int) -> None:
         with self._lock:
@@ -162,7 +174,7 @@ class EmbeddingIndex:
         os.replace(mtmp, self.meta_path(path))
 
     @classmethod
-    def load(cls, path: Path, params: IndexParams) -> "EmbeddingIndex":
+    def load(cls, path: Path, params: IndexParams) -> EmbeddingIndex:
         """Raises IndexError_ for anything not trustworthy: missing, other model, torn or corrupt file."""
         mpath = cls.meta_path(path)
         if not path.exists() or not mpath.exists():
@@ -190,37 +202,36 @@ class EmbeddingIndex:
         return self
 
 
-def sync_index(store, path: Path, params: IndexParams) -> EmbeddingIndex:
+def sync_index(source: EmbeddingSource, store_gen: int, path: Path, params: IndexParams) -> EmbeddingIndex:
     """Load the saved index and bring it up to the store's generation, or rebuild it from the store.
 
     After a crash the saved index is older than the store: rows changed since its generation are re-added and
     rows that left the live set are marked deleted. Anything inconsistent (count mismatch, bad checksum, another
     model) means a full rebuild, which is always correct because the store holds every embedding.
     """
-    store_gen = store.gen
     try:
         index = EmbeddingIndex.load(path, params)
         if index.gen > store_gen:
             raise IndexError_("index is newer than the database (restored from a backup?)")
         if index.gen < store_gen:
             log.info("index is at generation %d, database at %d: catching up", index.gen, store_gen)
-            for fid in store.not_live_since(index.gen):
+            for fid in source.not_live_since(index.gen):
                 index.remove(fid)
-            for ids, vecs in store.live_embeddings(since_gen=index.gen):
+            for ids, vecs in source.live_embeddings(since_gen=index.gen):
                 index.add(ids, vecs)
-        if len(index) != store.live_count():
-            raise IndexError_(f"index holds {len(index)} live items, database {store.live_count()}")
+        if len(index) != source.live_count():
+            raise IndexError_(f"index holds {len(index)} live items, database {source.live_count()}")
         index.gen = store_gen
         return index
     except IndexError_ as e:
         if path.exists() or EmbeddingIndex.meta_path(path).exists():
             log.warning("rebuilding the embedding index from the database: %s", e)
-        return rebuild_index(store, params)
+        return rebuild_index(source, store_gen, params)
 
 
-def rebuild_index(store, params: IndexParams) -> EmbeddingIndex:
-    index = EmbeddingIndex(params, capacity=store.live_count() + 1024)
-    for ids, vecs in store.live_embeddings():
+def rebuild_index(source: EmbeddingSource, store_gen: int, params: IndexParams) -> EmbeddingIndex:
+    index = EmbeddingIndex(params, capacity=source.live_count() + 1024)
+    for ids, vecs in source.live_embeddings():
         index.add(ids, vecs)
-    index.gen = store.gen
+    index.gen = store_gen
     return index

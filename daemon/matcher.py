@@ -12,26 +12,30 @@ the threshold (rotated by a few tens of degrees, heavily edited) pass on strong 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from daemon.config import Config
-from daemon.index import EmbeddingIndex
-from hashing.embedding import Embedder
-from hashing.geometry import aligned_agreement, estimate_affine
-from hashing.hamming import HammingIndex
-from hashing.perceptual import hamming
-from hashing.views import IDENTITY, dihedral
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.index import EmbeddingIndex
+from dupwatch.daemon.records import PairKind
+from dupwatch.hashing.embedding import Embedder
+from dupwatch.hashing.geometry import aligned_agreement, estimate_affine
+from dupwatch.hashing.hamming import HammingIndex
+from dupwatch.hashing.perceptual import hamming
+from dupwatch.hashing.views import IDENTITY, dihedral
 
 log = logging.getLogger(__name__)
+
+LocalDetail = tuple[np.ndarray, np.ndarray]  # a stored file's (local descriptors, structure) for verification
+ViewCache = dict[int, tuple[np.ndarray, np.ndarray | None]]  # view -> (embedding, local map) of the probe
 
 
 @dataclass
 class Match:
     other: int
-    kind: str  # "exact" | "near"
+    kind: PairKind
     hamming: int
     cosine: float
     view: int = IDENTITY  # the view of the new image that matched
@@ -56,7 +60,7 @@ class Matcher:
         cfg: Config,
         embedder: Embedder,
         index: EmbeddingIndex,
-        load_local: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
+        load_local: Callable[[int], LocalDetail | None] | None = None,
     ) -> None:
         self.cfg = cfg
         # a stored file's (local descriptors, structure), cached or recomputed from disk
@@ -67,10 +71,13 @@ class Matcher:
         self.chashes = HammingIndex()
         self.ahash_of: dict[int, int] = {}
 
+    def reconfigure(self, cfg: Config) -> None:
+        self.cfg = cfg
+
     def load_hashes(self, ids: np.ndarray, ahashes: np.ndarray, chashes: np.ndarray) -> None:
         self.ahashes.add_many(ids, ahashes)
         self.chashes.add_many(ids, chashes)
-        self.ahash_of.update(zip(ids.tolist(), ahashes.tolist()))
+        self.ahash_of.update(zip(ids.tolist(), ahashes.tolist(), strict=True))
 
     def add(self, file_id: int, probe: Probe) -> None:
         self.index.add(np.array([file_id]), probe.embedding[None, :])
@@ -93,31 +100,32 @@ class Matcher:
         cap = cfg.max_hash_candidates  # the nearest few only: flat or similar-coloured libraries collide a lot
         for view in views:
             ids, dists = self.ahashes.search(probe.ahash_views[view], cfg.ahash_radius)
-            for i, d in zip(ids[:cap].tolist(), dists[:cap].tolist()):
+            for i, d in zip(ids[:cap].tolist(), dists[:cap].tolist(), strict=True):
                 if i not in found or d < found[i][0]:
                     found[i] = (d, view)
         far = (cfg.ahash_radius + 1, IDENTITY)
         for i in self.chashes.search(probe.chash, cfg.chash_radius)[0][:cap].tolist():
             found.setdefault(i, far)  # colour hashes do not change under rotation: no view to learn
         known: dict[int, float] = {}
-        for i, sim in zip(*(a.tolist() for a in self.index.query(probe.embedding, cfg.hnsw_k))):
+        for i, sim in zip(*(a.tolist() for a in self.index.query(probe.embedding, cfg.hnsw_k)), strict=True):
             found.setdefault(i, far)
             known[i] = sim
-        found.pop(exclude, None)  # type: ignore[arg-type]
+        if exclude is not None:
+            found.pop(exclude, None)
         return {i: (v, known.get(i)) for i, (_, v) in found.items() if i in self.index.live}
 
-    def _view(self, probe: Probe, view: int, cache: dict[int, tuple[np.ndarray, np.ndarray | None]]):
+    def _view(self, probe: Probe, view: int, cache: ViewCache) -> tuple[np.ndarray, np.ndarray | None]:
         """(embedding, local map) of a dihedral view of the probe, computed once per view."""
         if view not in cache:
-            if view == IDENTITY:
+            if view == IDENTITY or probe.pixels is None:
                 cache[view] = (probe.embedding, probe.local)
             else:
-                g, loc = self.embedder.embed_with_local(dihedral(probe.pixels, view)[None])  # type: ignore[arg-type]
+                g, loc = self.embedder.embed_with_local(dihedral(probe.pixels, view)[None])
                 cache[view] = (g[0], loc[0])
         return cache[view]
 
     def score(
-        self, probe: Probe, cands: dict[int, tuple[int, float | None]], cache: dict | None = None
+        self, probe: Probe, cands: dict[int, tuple[int, float | None]], cache: ViewCache | None = None
     ) -> list[tuple[int, float, int]]:
         """(id, best cosine, view) per candidate: the identity view, or the dihedral view whose hash found it.
         Stored vectors are fetched only for candidates the HNSW search did not already score."""
@@ -127,7 +135,7 @@ class Matcher:
         ids = list(cands)
         sims = {i: s for i, (_, s) in cands.items() if s is not None}
         fetch = [i for i in ids if i not in sims or cands[i][0] != IDENTITY]
-        vecs = dict(zip(fetch, self.index.vectors(fetch))) if fetch else {}
+        vecs = dict(zip(fetch, self.index.vectors(fetch), strict=True)) if fetch else {}
         q = probe.embedding.astype(np.float32)
         for i in fetch:
             sims.setdefault(i, float(vecs[i] @ q))
@@ -151,7 +159,7 @@ class Matcher:
         out.sort(key=lambda t: -t[1])
         return out
 
-    def verify(self, probe: Probe, file_id: int, view: int, cache: dict) -> tuple[int, float | None] | None:
+    def verify(self, probe: Probe, file_id: int, view: int, cache: ViewCache) -> tuple[int, float | None] | None:
         """Geometric verification (hashing.geometry): inliers of the best affine map, and how well the aligned
         images agree; None when either side's details are unavailable."""
         mine = self._view(probe, view, cache)[1] if probe.pixels is not None or view == IDENTITY else None
@@ -168,7 +176,7 @@ class Matcher:
         """Pairs for a new file: cosine over the threshold and geometry agreeing, or a grey-zone cosine with
         geometry agreeing strongly (a rotated or heavily edited copy)."""
         cfg = self.cfg
-        cache: dict = {}
+        cache: ViewCache = {}
         matches: list[Match] = []
         grey_checked = 0
         for fid, sim, view in self.score(probe, self.candidates(probe, exclude), cache):
@@ -183,7 +191,7 @@ class Matcher:
                 continue
             inl, agreement = checked
             if inl >= need and (agreement is None or agreement >= cfg.verify_agreement):
-                matches.append(Match(fid, "near", self._hamming(probe, fid, view), sim, view, inl))
+                matches.append(Match(fid, PairKind.NEAR, self._hamming(probe, fid, view), sim, view, inl))
         matches.sort(key=lambda m: -m.cosine)
         return matches
 
@@ -193,6 +201,6 @@ class Matcher:
     def lookalikes(self, probe: Probe, k: int) -> list[tuple[int, float, int]]:
         """For `dupwatch query`: the k most similar files whatever the threshold, with the best view's cosine."""
         cands = self.candidates(probe)
-        for i, sim in zip(*(a.tolist() for a in self.index.query(probe.embedding, k))):
+        for i, sim in zip(*(a.tolist() for a in self.index.query(probe.embedding, k)), strict=True):
             cands.setdefault(i, (IDENTITY, sim))
         return self.score(probe, cands)[:k]

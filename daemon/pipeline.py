@@ -13,26 +13,41 @@ import multiprocessing
 import os
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import ParamSpec, Protocol, TypeVar
 
 import numpy as np
 
-from daemon.config import Config
-from daemon.files import walk_images
-from daemon.index import EmbeddingIndex, IndexParams, sync_index
-from daemon.matcher import Match, Matcher, Probe
-from daemon.store import DELETED, ERROR, EXACT, OK, RESOLVED, FileRecord, PairRecord, Store
-from hashing.embedding import Embedder
-from hashing.fingerprint import FileResult, Fingerprint, fingerprint_file
-from hashing.geometry import structure
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.files import walk_images
+from dupwatch.daemon.index import EmbeddingIndex, IndexParams, sync_index
+from dupwatch.daemon.matcher import LocalDetail, Match, Matcher, Probe
+from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairKind, PairRecord
+from dupwatch.daemon.store import KnownFile, Store
+from dupwatch.hashing.embedding import Embedder
+from dupwatch.hashing.errors import DecodeError
+from dupwatch.hashing.fingerprint import FileResult, Fingerprint, fingerprint_file
+from dupwatch.hashing.geometry import structure
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int], None]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_GONE = (FileStatus.DELETED, FileStatus.RESOLVED)
+
+
+@dataclass
+class DuplicateMatch:
+    path: str
+    kind: PairKind
+    cosine: float
+    hamming: int
+    inliers: int | None
 
 
 @dataclass
@@ -41,7 +56,33 @@ class Duplicate:
 
     path: str
     group: int | None
-    matches: list[dict]  # {"path", "kind", "cosine", "hamming", "inliers"}
+    matches: list[DuplicateMatch]
+
+
+class PipelineHooks(Protocol):
+    """What the pipeline tells its owner (the watcher's service) and asks of it."""
+
+    def duplicates_found(self, found: list[Duplicate]) -> None:
+        """New duplicates, after their batch has been committed."""
+
+    def file_moved(self, src: str, dest: str) -> None:
+        """A known file was renamed; its record, pairs and group followed it."""
+
+    def defer_unreadable(self, result: FileResult) -> bool:
+        """Whether an unreadable file might only be incomplete (it is then handed back, not recorded)."""
+
+
+class NoHooks:
+    """A batch scan: nobody to tell, nothing is still being written."""
+
+    def duplicates_found(self, found: list[Duplicate]) -> None:
+        pass
+
+    def file_moved(self, src: str, dest: str) -> None:
+        pass
+
+    def defer_unreadable(self, result: FileResult) -> bool:
+        return False
 
 
 @dataclass
@@ -54,9 +95,10 @@ class ScanStats:
     errors: int = 0
     deleted: int = 0
     pairs: int = 0
-    deferred: list[str] = field(default_factory=list)  # not recorded yet: still being written (see defer_errors)
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("decode", "embedding", "index", "database", "total"), 0.0))  # fmt: skip
+    deferred: list[str] = field(default_factory=list)  # not recorded yet: still being written (see PipelineHooks)
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("decode", "embedding", "index", "database", "total"), 0.0)
+    )
 
     def add_time(self, stage: str, seconds: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
@@ -88,8 +130,8 @@ def _same_file(a: str, b: str) -> bool:
 class _InProcess(Executor):
     """workers = 0: fingerprint in this process (deterministic, for tests and tiny jobs)."""
 
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
-        f: Future = Future()
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        f: Future[T] = Future()
         try:
             f.set_result(fn(*args, **kwargs))
         except BaseException as e:  # pragma: no cover - fingerprint_file does not raise for bad files
@@ -97,28 +139,84 @@ class _InProcess(Executor):
         return f
 
 
+class LocalDetails:
+    """Stored files' (local descriptors, structure) for geometric verification: a cache of recent files (near
+    duplicates usually arrive close together), else recomputed from disk. None when the file is gone or no longer
+    holds the content that was fingerprinted."""
+
+    def __init__(self, store: Store, embedder: Embedder, fingerprint: Callable[[str], FileResult], size: int) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.fingerprint = fingerprint
+        self.size = size
+        self._cache: OrderedDict[int, LocalDetail | None] = OrderedDict()
+
+    def remember(self, file_id: int, detail: LocalDetail | None) -> None:
+        self._cache[file_id] = detail
+        self._cache.move_to_end(file_id)
+        while len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+
+    def get(self, file_id: int) -> LocalDetail | None:
+        if file_id in self._cache:
+            self._cache.move_to_end(file_id)
+            return self._cache[file_id]
+        rec = self.store.files.get(file_id)
+        detail = None
+        if rec is not None and rec.status == FileStatus.OK:
+            r = self.fingerprint(rec.path)
+            if r.fingerprint is not None and r.fingerprint.content_hash == rec.content_hash:
+                local = self.embedder.embed_with_local(r.fingerprint.pixels[None])[1][0]
+                detail = (local, structure(r.fingerprint.pixels))
+        self.remember(file_id, detail)
+        return detail
+
+
+def open_pipeline(cfg: Config, store: Store, embedder: Embedder, hooks: PipelineHooks | None = None) -> Pipeline:
+    """The pipeline with its collaborators: the embedding index caught up with the store, the matcher over it."""
+    params = IndexParams(
+        dim=embedder.dim, model=embedder.name, m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction, ef=cfg.hnsw_ef
+    )
+    dim = store.files.embedding_dim()
+    if dim is not None and dim != embedder.dim:
+        log.warning("database embeddings are %d-d, model gives %d-d: re-embedding everything", dim, embedder.dim)
+    index = sync_index(store.files, store.gen, cfg.index_path, params)
+    details = LocalDetails(store, embedder, partial(fingerprint_in_process, cfg), cfg.local_cache)
+    matcher = Matcher(cfg, embedder, index, details.get)
+    matcher.load_hashes(*store.files.live_hashes())
+    return Pipeline(cfg, store, embedder, index, matcher, details, hooks or NoHooks())
+
+
+def fingerprint_in_process(cfg: Config, path: str) -> FileResult:
+    """One file in this process, with the configured limits (the workers get the same through _results)."""
+    return fingerprint_file(path, cfg.decode_side, cfg.max_pixels, cfg.max_file_bytes)
+
+
 class Pipeline:
-    def __init__(self, cfg: Config, store: Store, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        embedder: Embedder,
+        index: EmbeddingIndex,
+        matcher: Matcher,
+        details: LocalDetails,
+        hooks: PipelineHooks,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.embedder = embedder
-        params = IndexParams(
-            dim=embedder.dim, model=embedder.name, m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction, ef=cfg.hnsw_ef
-        )
-        dim = store.embedding_dim()
-        if dim is not None and dim != embedder.dim:
-            log.warning("database embeddings are %d-d, model gives %d-d: re-embedding everything", dim, embedder.dim)
-        self.index: EmbeddingIndex = sync_index(store, cfg.index_path, params)
-        self.matcher = Matcher(cfg, embedder, self.index, load_local=self._stored_local)
-        self._local_cache: OrderedDict[int, tuple[np.ndarray, np.ndarray] | None] = OrderedDict()
-        self.matcher.load_hashes(*store.live_hashes())
+        self.index = index
+        self.matcher = matcher
+        self.details = details
+        self.hooks = hooks
         self._pool: Executor | None = None
         self._dirty = False
-        # The watcher's hooks: told about every new duplicate after its batch commits; asked whether an unreadable
-        # file might only be incomplete (then it is handed back instead of recorded as an error).
-        self.listener: Callable[[list[Duplicate]], None] | None = None
-        self.on_move: Callable[[str, str], None] | None = None
-        self.defer_errors: Callable[[FileResult], bool] | None = None
+
+    def reconfigure(self, cfg: Config) -> None:
+        """A reloaded config: thresholds apply from the next file on."""
+        self.cfg = cfg
+        self.matcher.reconfigure(cfg)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -143,7 +241,7 @@ class Pipeline:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -157,12 +255,13 @@ class Pipeline:
         t0 = time.perf_counter()
         roots = [Path(r).resolve() for r in roots]
         with self.store.atomic():
-            self.store.add_roots(str(r) for r in roots)
-        present = list(walk_images(roots, self.cfg.suffixes, exclude=[Path(q) for q in self.store.quarantines()]))
+            self.store.decisions.add_roots(str(r) for r in roots)
+        quarantines = [Path(q) for q in self.store.journal.quarantines()]
+        present = list(walk_images(roots, self.cfg.suffixes, exclude=quarantines))
         stats.seen = len(present)
-        known = self.store.stat_index([str(r) for r in roots])
+        known = self.store.files.stat_index([str(r) for r in roots])
         here = set(present)
-        vanished = [fid for path, (fid, _, _, st) in known.items() if st not in (DELETED, RESOLVED) and path not in here]
+        vanished = [k.id for path, k in known.items() if k.status not in _GONE and path not in here]
         if vanished:
             self.forget(vanished)
             stats.deleted = len(vanished)
@@ -180,20 +279,16 @@ class Pipeline:
         return stats
 
     @staticmethod
-    def _changed(path: str, known: tuple[int, int, int, str] | None) -> bool:
-        if known is None or known[3] == DELETED:
+    def _changed(path: str, known: KnownFile | None) -> bool:
+        if known is None or known.status == FileStatus.DELETED:
             return True
         try:
             st = os.stat(path)
         except OSError:
             return True  # let the worker record why
-        return (st.st_size, st.st_mtime_ns) != (known[1], known[2])
+        return (st.st_size, st.st_mtime_ns) != (known.size, known.mtime_ns)
 
     # -- the per-file work, in batches ---------------------------------------------------------------------------
-
-    def _fingerprint(self, path: str) -> FileResult:
-        """One file in this process, with the configured limits (the workers get the same through _results)."""
-        return fingerprint_file(path, self.cfg.decode_side, self.cfg.max_pixels, self.cfg.max_file_bytes)
 
     def _results(self, paths: Iterable[str]) -> Iterator[tuple[FileResult, float]]:
         """Fingerprints in input order, keeping the workers a few batches ahead of the CNN."""
@@ -218,7 +313,7 @@ class Pipeline:
         batch: list[_Item] = []
         for result, seconds in self._results(paths):
             stats.add_time("decode", seconds)
-            if result.fingerprint is None and self.defer_errors is not None and self.defer_errors(result):
+            if result.fingerprint is None and self.hooks.defer_unreadable(result):
                 stats.deferred.append(result.path)
                 continue
             batch.append(_Item(result))
@@ -243,36 +338,38 @@ class Pipeline:
         claimed: set[int] = set()
         for item in batch:
             r = item.result
-            item.record = self.store.by_path(r.path)
+            item.record = self.store.files.by_path(r.path)
             fp = r.fingerprint
             if fp is None:
                 continue
-            if item.record is not None and item.record.status == OK and item.record.content_hash == fp.content_hash:
+            rec = item.record
+            if rec is not None and rec.status == FileStatus.OK and rec.content_hash == fp.content_hash:
                 continue  # same bytes, new mtime: nothing to recompute
-            live = self.store.by_content(fp.content_hash, OK)
+            known = self.store.files.by_content(fp.content_hash, FileStatus.OK, FileStatus.DELETED)
             # a rename: the same bytes under a path that is gone (its delete event may not have arrived yet)
             moved = [
                 m
-                for m in self.store.by_content(fp.content_hash, DELETED) + live
+                for m in sorted(known, key=lambda m: m.status != FileStatus.DELETED)  # deleted rows first
                 if m.id not in claimed and m.embedding is not None and not os.path.exists(m.path)
             ]
-            if moved and item.record is None:
+            if moved and rec is None:
                 item.moved_from = moved[0]
-                claimed.add(moved[0].id)  # type: ignore[arg-type]
+                claimed.add(moved[0].id)
                 continue
-            same = [s for s in live if s.path != r.path and s.embedding is not None and len(s.embedding) == self.embedder.dim]
-            if same:
-                item.reuse_from = same[0]
-                item.embedding = same[0].embedding.astype(np.float32)
+            for s in known:
+                ok = s.status == FileStatus.OK and s.path != r.path
+                if ok and s.embedding is not None and len(s.embedding) == self.embedder.dim:
+                    item.reuse_from, item.embedding = s, s.embedding.astype(np.float32)
+                    break
             else:
                 to_embed.append(item)
         stats.add_time("database", time.perf_counter() - t)
 
         t = time.perf_counter()
         if to_embed:
-            pixels = np.stack([i.result.fingerprint.pixels for i in to_embed])  # type: ignore[union-attr]
+            pixels = np.stack([_pixels(i.result) for i in to_embed])
             vecs, local = self.embedder.embed_with_local(pixels)
-            for item, v, loc in zip(to_embed, vecs, local):
+            for item, v, loc in zip(to_embed, vecs, local, strict=True):
                 item.embedding = v.astype(np.float16).astype(np.float32)  # what the store will hold
                 item.local = loc
         stats.add_time("embedding", time.perf_counter() - t)
@@ -284,91 +381,91 @@ class Pipeline:
             for item in batch:
                 seeds.update(self._record(item, gen, stats, found))
             t = time.perf_counter()
-            self.store.regroup(seeds)
+            self.store.graph.regroup(seeds)
             stats.add_time("database", time.perf_counter() - t)
         self._dirty = True
-        if found and self.listener is not None:
-            self.listener(self._describe(found))
-        if self.on_move is not None:
-            for item in batch:
-                if item.moved_from is not None:
-                    self.on_move(item.moved_from.path, item.result.path)
+        if found:
+            self.hooks.duplicates_found(self._describe(found))
+        for item in batch:
+            if item.moved_from is not None:
+                self.hooks.file_moved(item.moved_from.path, item.result.path)
 
     def _describe(self, found: list[tuple[str, int, list[Match]]]) -> list[Duplicate]:
-        recs = self.store.many({m.other for _, _, ms in found for m in ms})
-        out = []
-        for path, fid, matches in found:
-            out.append(Duplicate(path, self.store.group_of(fid), [
-                {"path": recs[m.other].path, "kind": m.kind, "cosine": round(m.cosine, 4), "hamming": m.hamming,
-                 "inliers": m.inliers}
-                for m in matches if m.other in recs
-            ]))  # fmt: skip
-        return out
+        recs = self.store.files.many({m.other for _, _, ms in found for m in ms})
+        return [
+            Duplicate(
+                path,
+                self.store.graph.group_of(fid),
+                [
+                    DuplicateMatch(recs[m.other].path, m.kind, round(m.cosine, 4), m.hamming, m.inliers)
+                    for m in matches
+                    if m.other in recs
+                ],
+            )
+            for path, fid, matches in found
+        ]
 
-    def _record(self, item: _Item, gen: int, stats: ScanStats, found: list) -> set[int]:
+    def _record(self, item: _Item, gen: int, stats: ScanStats, found: list[tuple[str, int, list[Match]]]) -> set[int]:
         """Write one file and its pairs (inside the batch transaction); returns the ids whose groups may change."""
         r, old = item.result, item.record
         fp = r.fingerprint
         if fp is None:  # unreadable now: it leaves the indexes and its group, the reason is kept
             stats.errors += 1
             log.warning("%s: %s", r.path, r.error)
-            rec = FileRecord(path=r.path, size=r.size, mtime_ns=r.mtime_ns, status=ERROR, error=r.error)
             if old is not None:
-                rec.id = old.id
-                self.matcher.remove(old.id)  # type: ignore[arg-type]
+                self.matcher.remove(old.id)
             t = time.perf_counter()
-            fid = self.store.save_file(rec, gen)
-            self.store.drop_pairs(fid)
+            fid = self.store.files.save(FileRow.from_result(r), gen, None if old is None else old.id)
+            self.store.graph.drop_pairs([fid])
             stats.add_time("database", time.perf_counter() - t)
             return {fid}
 
-        if old is not None and old.status == OK and old.content_hash == fp.content_hash:
-            self.store.touch(old.id, r.size, r.mtime_ns)  # type: ignore[arg-type]
+        if old is not None and old.status == FileStatus.OK and old.content_hash == fp.content_hash:
+            self.store.files.touch(old.id, r.size, r.mtime_ns)
             return set()
 
-        if item.moved_from is not None:
+        if item.moved_from is not None and item.moved_from.embedding is not None:
             src = item.moved_from
             t = time.perf_counter()
-            self.store.move(src.id, r.path, r.size, r.mtime_ns, gen)  # type: ignore[arg-type]
+            retired = self.store.files.move(src.id, r.path, r.size, r.mtime_ns, gen)
+            self.store.graph.drop_pairs(retired)
             stats.add_time("database", time.perf_counter() - t)
             t = time.perf_counter()
-            self.matcher.add(src.id, self._probe(fp, src.embedding.astype(np.float32), None))  # type: ignore[arg-type, union-attr]
+            self.matcher.add(src.id, self._probe(fp, item.moved_from.embedding.astype(np.float32), None))
             stats.add_time("index", time.perf_counter() - t)
             stats.moved += 1
             log.info("moved: %s -> %s", src.path, r.path)
-            return {src.id}  # type: ignore[return-value]
+            return {src.id, *retired}
 
         stats.fingerprinted += 1 if item.reuse_from is None else 0
         stats.reused += 1 if item.reuse_from is not None else 0
         assert item.embedding is not None
         probe = self._probe(fp, item.embedding, item.local)
-        rec = self._file_record(r, fp, item.embedding)
         t = time.perf_counter()
         if old is not None:
-            rec.id = old.id
-            self.matcher.remove(old.id)  # type: ignore[arg-type]
-        fid = self.store.save_file(rec, gen)
+            self.matcher.remove(old.id)
+        fid = self.store.files.save(FileRow.from_result(r, item.embedding), gen, None if old is None else old.id)
         if old is not None:
-            self.store.drop_pairs(fid)  # new content: old evidence is void
+            self.store.graph.drop_pairs([fid])  # new content: old evidence is void
         stats.add_time("database", time.perf_counter() - t)
 
         t = time.perf_counter()
         # an identical copy only needs its exact pairs: the original carries the near ones
         matches: list[Match] = [] if item.reuse_from is not None else self.matcher.find(probe, exclude=fid)
         exact = {
-            s.id for s in self.store.by_content(fp.content_hash, OK) if s.id != fid and not _same_file(s.path, r.path)
+            s.id for s in self.store.files.by_content(fp.content_hash) if s.id != fid and not _same_file(s.path, r.path)
         }  # a hard link to the same inode takes no extra space: not a duplicate
         self.matcher.add(fid, probe)
-        if item.local is not None:
-            self._remember_local(fid, (item.local, probe.structure))  # type: ignore[arg-type]
+        if item.local is not None and probe.structure is not None:
+            self.details.remember(fid, (item.local, probe.structure))
         stats.add_time("index", time.perf_counter() - t)
 
         t = time.perf_counter()
         by_id = {m.other: m for m in matches}
         for other in exact:
-            by_id[other] = Match(other, EXACT, 0, 1.0)
+            by_id[other] = Match(other, PairKind.EXACT, 0, 1.0)
         for m in by_id.values():
-            self.store.add_pair(PairRecord(fid, m.other, m.kind, m.hamming, m.cosine, m.view, m.inliers))
+            self.store.graph.add_pair(PairRecord(fid, m.other, m.kind, m.hamming, m.cosine, m.view, m.inliers))
         stats.pairs += len(by_id)
         stats.add_time("database", time.perf_counter() - t)
         if by_id:
@@ -380,55 +477,13 @@ class Pipeline:
     def _probe(fp: Fingerprint, embedding: np.ndarray, local: np.ndarray | None) -> Probe:
         return Probe(fp.ahash_views, fp.chash, embedding, local, fp.pixels, structure(fp.pixels))
 
-    @staticmethod
-    def _file_record(r: FileResult, fp: Fingerprint, embedding: np.ndarray) -> FileRecord:
-        return FileRecord(
-            path=r.path,
-            size=r.size,
-            mtime_ns=r.mtime_ns,
-            status=OK,
-            content_hash=fp.content_hash,
-            width=fp.width,
-            height=fp.height,
-            format=fp.format,
-            ahash=fp.ahash,
-            chash=fp.chash,
-            sharpness=fp.sharpness,
-            taken_at=fp.taken_at,
-            exif_fields=fp.exif_fields,
-            embedding=embedding.astype(np.float16),
-        )
-
-    def _remember_local(self, file_id: int, detail: tuple[np.ndarray, np.ndarray] | None) -> None:
-        self._local_cache[file_id] = detail
-        self._local_cache.move_to_end(file_id)
-        while len(self._local_cache) > self.cfg.local_cache:
-            self._local_cache.popitem(last=False)
-
-    def _stored_local(self, file_id: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """A stored file's (local descriptors, structure) for geometric verification: from the cache of recent
-        files (near duplicates usually arrive close together), else recomputed from disk. None when the file is
-        gone or no longer holds the content that was fingerprinted."""
-        if file_id in self._local_cache:
-            self._local_cache.move_to_end(file_id)
-            return self._local_cache[file_id]
-        rec = self.store.get(file_id)
-        detail = None
-        if rec is not None and rec.status == OK:
-            r = self._fingerprint(rec.path)
-            if r.fingerprint is not None and r.fingerprint.content_hash == rec.content_hash:
-                local = self.embedder.embed_with_local(r.fingerprint.pixels[None])[1][0]
-                detail = (local, structure(r.fingerprint.pixels))
-        self._remember_local(file_id, detail)
-        return detail
-
     # -- removals ------------------------------------------------------------------------------------------------
 
     def moved(self, src: str, dest: str) -> bool:
         """A rename seen by the watcher: the record, fingerprints, pairs and index label follow the file.
         False when src is not a live record (the caller then treats dest as a new file)."""
-        rec = self.store.by_path(src)
-        if rec is None or rec.status != OK:
+        rec = self.store.files.by_path(src)
+        if rec is None or rec.status != FileStatus.OK:
             return False
         try:
             st = os.stat(dest)
@@ -437,45 +492,49 @@ class Pipeline:
         if (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
             return False  # renamed and changed: fingerprint it again
         with self.store.atomic():
-            self.store.move(rec.id, dest, st.st_size, st.st_mtime_ns, self.store.next_gen())  # type: ignore[arg-type]
+            retired = self.store.files.move(rec.id, dest, st.st_size, st.st_mtime_ns, self.store.next_gen())
+            if retired:
+                self.store.graph.drop_pairs(retired)
+                self.store.graph.regroup(retired)
         self._dirty = True
         log.info("moved: %s -> %s", src, dest)
-        if self.on_move is not None:
-            self.on_move(src, dest)
+        self.hooks.file_moved(src, dest)
         return True
 
     def forget_paths(self, paths: Sequence[str]) -> int:
         """Files or whole folders gone from disk; returns how many records left the live set."""
         ids = []
         for p in paths:
-            rec = self.store.by_path(p)
-            if rec is not None and rec.status not in (DELETED, RESOLVED):
+            rec = self.store.files.by_path(p)
+            if rec is not None and rec.status not in _GONE:
                 ids.append(rec.id)
             else:
-                ids += [fid for path, (fid, _, _, st) in self.store.stat_index([p]).items()
-                        if st not in (DELETED, RESOLVED)]  # fmt: skip
+                ids += [k.id for k in self.store.files.stat_index([p]).values() if k.status not in _GONE]
         if ids:
-            self.forget(ids)  # type: ignore[arg-type]
+            self.forget(ids)
         return len(ids)
 
     def forget(self, file_ids: Sequence[int]) -> None:
         """Files gone from disk: out of the indexes and their groups; rows stay so a rename can find them."""
         with self.store.atomic():
             gen = self.store.next_gen()
-            self.store.mark_deleted(file_ids, gen)
+            self.store.files.set_status(file_ids, FileStatus.DELETED, gen)
             for fid in file_ids:
                 self.matcher.remove(fid)
-            self.store.regroup(file_ids)
+            self.store.graph.regroup(file_ids)
         self._dirty = True
         for fid in file_ids:
             log.info("gone: file #%d", fid)
 
     def probe_file(self, path: str) -> Probe:
         """Fingerprint and embed an image that need not be in the store (for `dupwatch query`)."""
-        from hashing.errors import DecodeError
-
-        r = self._fingerprint(path)
+        r = fingerprint_in_process(self.cfg, path)
         if r.fingerprint is None:
             raise DecodeError(r.error or "unreadable")
         emb, local = self.embedder.embed_with_local(r.fingerprint.pixels[None])
         return self._probe(r.fingerprint, emb[0].astype(np.float16).astype(np.float32), local[0])
+
+
+def _pixels(result: FileResult) -> np.ndarray:
+    assert result.fingerprint is not None
+    return result.fingerprint.pixels

@@ -6,15 +6,17 @@ The JSON shape is a contract that scripts and benchmarks rely on (see README): k
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass, field
-from typing import IO, Any, Sequence
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from daemon.keeper import DEFAULT_RULES, choose
-from daemon.store import FileRecord, Store
-from hashing.views import describe
+from dupwatch.daemon.keeper import DEFAULT_RULES, choose
+from dupwatch.daemon.records import FileRecord, PairKind
+from dupwatch.daemon.store import Store
+from dupwatch.hashing.views import describe
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Member:
 class Pair:
     a: str
     b: str
-    kind: str
+    kind: PairKind
     hamming: int
     cosine: float
     inliers: int | None = None
@@ -68,21 +70,15 @@ class Report:
 
 
 def _member(r: FileRecord) -> Member:
-    return Member(
-        path=r.path,
-        size=r.size,
-        width=r.width,
-        height=r.height,
-        format=r.format,
-        taken_at=r.taken_at,
-        sharpness=None if r.sharpness is None else round(r.sharpness, 1),
-    )
+    m = Member(**{f.name: getattr(r, f.name) for f in fields(Member)})
+    m.sharpness = None if m.sharpness is None else round(m.sharpness, 1)
+    return m
 
 
 def build_report(store: Store, rules: Sequence[str] = DEFAULT_RULES, reference_dirs: Sequence[str] = ()) -> Report:
     """Groups sorted by reclaimable space, largest first, each with its proposed keeper."""
     report = Report()
-    for gid, recs in store.groups():
+    for gid, recs in store.read.groups():
         by_id = {r.id: r for r in recs}
         pairs = [
             Pair(
@@ -94,19 +90,24 @@ def build_report(store: Store, rules: Sequence[str] = DEFAULT_RULES, reference_d
                 inliers=p.inliers,
                 view=describe(p.view),
             )
-            for p in store.pairs_within([r.id for r in recs])  # type: ignore[misc]
+            for p in store.read.pairs_within([r.id for r in recs])
         ]
         members = [_member(r) for r in sorted(recs, key=lambda r: r.path)]
         d = choose(recs, rules, reference_dirs)
         report.groups.append(
             Group(
-                gid, members, pairs, sum(m.size for m in members),
-                keeper=d.keeper.path, keeper_reason=d.reason, reclaimable=sum(r.size for r in d.remove),
+                gid,
+                members,
+                pairs,
+                sum(m.size for m in members),
+                keeper=d.keeper.path,
+                keeper_reason=d.reason,
+                reclaimable=sum(r.size for r in d.remove),
                 protected=[p.path for p in d.protected],
             )
-        )  # fmt: skip
+        )
     report.groups.sort(key=lambda g: (-g.reclaimable, g.id))
-    report.errors = [BadFile(r.path, r.error or "unknown error") for r in store.errors()]
+    report.errors = [BadFile(r.path, r.error or "unknown error") for r in store.read.errors()]
     return report
 
 
@@ -127,8 +128,19 @@ def summary(report: Report) -> dict[str, int]:
     }
 
 
-CSV_COLUMNS = ("group", "path", "size", "width", "height", "format", "taken_at", "sharpness", "keeper",
-               "reclaimable", "error")  # fmt: skip
+CSV_COLUMNS = (
+    "group",
+    "path",
+    "size",
+    "width",
+    "height",
+    "format",
+    "taken_at",
+    "sharpness",
+    "keeper",
+    "reclaimable",
+    "error",
+)
 
 
 def write_csv(report: Report, out: IO[str]) -> None:
@@ -138,25 +150,39 @@ def write_csv(report: Report, out: IO[str]) -> None:
     for g in report.groups:
         for m in g.members:
             keep = m.path == g.keeper or m.path in g.protected
-            w.writerow([g.id, m.path, m.size, m.width, m.height, m.format, m.taken_at, m.sharpness,
-                        "yes" if keep else "no", 0 if keep else m.size, ""])  # fmt: skip
+            w.writerow(
+                [
+                    g.id,
+                    m.path,
+                    m.size,
+                    m.width,
+                    m.height,
+                    m.format,
+                    m.taken_at,
+                    m.sharpness,
+                    "yes" if keep else "no",
+                    0 if keep else m.size,
+                    "",
+                ]
+            )
     for e in report.errors:
         w.writerow(["", e.path, "", "", "", "", "", "", "", "", e.error])
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    value = float(n)
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
 
 
 def write_table(report: Report, console: Console) -> None:
     s = summary(report)
     console.print(f"{s['groups']} duplicate groups, {s['files']} files, {_size(s['reclaimable_bytes'])} reclaimable")
     for g in report.groups:
-        best = {}
+        best: dict[str, float] = {}
         for p in g.pairs:
             for path in (p.a, p.b):
                 best[path] = max(best.get(path, 0.0), p.cosine)

@@ -18,43 +18,61 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from daemon.config import Config
-from daemon.files import is_candidate, walk_images
-from daemon.lock import WriterLock
-from daemon.notify import notify, watchdog_period
-from daemon.pipeline import Duplicate, Pipeline
-from daemon.store import Store
-from daemon.watcher import Change, Debouncer, Handler, make_observer
-from hashing.embedding import Embedder
-from hashing.fingerprint import FileResult
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.files import is_candidate, walk_images
+from dupwatch.daemon.lock import WriterLock
+from dupwatch.daemon.notify import notify, watchdog_period
+from dupwatch.daemon.pipeline import Duplicate, open_pipeline
+from dupwatch.daemon.store import Store
+from dupwatch.daemon.watcher import Change, ChangeKind, Debouncer, Handler, make_observer
+from dupwatch.hashing.embedding import Embedder
+from dupwatch.hashing.fingerprint import FileResult
 
 log = logging.getLogger(__name__)
 
 HOOK_TIMEOUT_S = 30.0
 
 
+class ServiceState(StrEnum):
+    STARTING = "starting"
+    RECONCILING = "reconciling"
+    WATCHING = "watching"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
 @dataclass
 class Status:
+    """What `dupwatch status` shows of a running daemon (written beside the database every second)."""
+
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
-    state: str = "starting"
+    state: ServiceState = ServiceState.STARTING
     roots: list[str] = field(default_factory=list)
     queue: int = 0
     pending: int = 0
     processed: int = 0
     duplicates: int = 0
     reconciles: int = 0
-    last_events: list[dict] = field(default_factory=list)
+    last_events: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = 0.0
 
 
 class Service:
-    def __init__(self, cfg: Config, roots: list[Path], embedder: Embedder, polling: bool = False,
-                 reload_config: Callable[[], Config] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: Config,
+        roots: list[Path],
+        embedder: Embedder,
+        polling: bool = False,
+        reload_config: Callable[[], Config] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.roots = [Path(r).resolve() for r in roots]
         self.embedder = embedder
@@ -65,8 +83,8 @@ class Service:
         self.status = Status(roots=[str(r) for r in self.roots])
         self._stop = threading.Event()
         self._reload = threading.Event()
-        self._hooks: list[tuple[subprocess.Popen, float]] = []
-        self._last_events: deque[dict] = deque(maxlen=20)
+        self._hooks: list[tuple[subprocess.Popen[bytes], float]] = []
+        self._last_events: deque[dict[str, Any]] = deque(maxlen=20)
         self._young: dict[str, float] = {}  # path -> first time it failed to decode (still being written?)
 
     # -- signals ---------------------------------------------------------------------------------------------------
@@ -83,15 +101,12 @@ class Service:
 
     def run(self) -> int:
         with WriterLock(self.cfg.lock_path):
-            store = Store(self.cfg.db)
-            with Pipeline(self.cfg, store, self.embedder) as pipeline:
+            store = self.store = Store(self.cfg.db)
+            with open_pipeline(self.cfg, store, self.embedder, hooks=self) as pipeline:
                 self.pipeline = pipeline
-                pipeline.listener = self._on_duplicates
-                pipeline.defer_errors = self._maybe_incomplete
-                pipeline.on_move = lambda src, dest: self._event("moved", dest, source=src)
-                self._set_state("reconciling")
+                self._set_state(ServiceState.RECONCILING)
                 self._reconcile()
-                handler = Handler(self.changes, self.cfg.suffixes, [Path(q) for q in store.quarantines()])
+                handler = Handler(self.changes, self.cfg.suffixes, [Path(q) for q in store.journal.quarantines()])
                 observer = make_observer(self.polling)
                 for root in self.roots:
                     observer.schedule(handler, str(root), recursive=True)
@@ -104,12 +119,12 @@ class Service:
                             "(sysctl fs.inotify.max_user_watches=524288) or use --polling"
                         ) from None
                     raise
-                self._set_state("watching")
+                self._set_state(ServiceState.WATCHING)
                 notify("READY=1")
                 try:
                     self._loop(handler)
                 finally:
-                    self._set_state("stopping")
+                    self._set_state(ServiceState.STOPPING)
                     notify("STOPPING=1")
                     observer.stop()
                     observer.join(timeout=5)
@@ -131,9 +146,7 @@ class Service:
                 stats = self.pipeline.process_now(ready)
                 self.status.processed += len(ready) - len(stats.deferred)
                 for p in stats.deferred:
-                    self.debouncer.touch(p)
-                    if p in self.debouncer.pending:
-                        self.debouncer.pending[p].since = now  # wait a full settle period again
+                    self.debouncer.defer(p, now)
                 for p in ready:
                     if p not in stats.deferred:
                         self._young.pop(p, None)
@@ -168,9 +181,9 @@ class Service:
                 return
 
     def _apply(self, c: Change) -> None:
-        if c.kind == "changed":
+        if c.kind == ChangeKind.CHANGED:
             self.debouncer.touch(c.path, closed=c.closed)
-        elif c.kind == "deleted":
+        elif c.kind == ChangeKind.DELETED:
             if c.is_dir:
                 self.debouncer.discard_under(c.path)
             else:
@@ -178,7 +191,7 @@ class Service:
             n = self.pipeline.forget_paths([c.path])
             if n:
                 self._event("deleted", c.path, files=n)
-        elif c.kind == "moved":
+        elif c.kind == ChangeKind.MOVED:
             dest = c.dest or ""
             if c.is_dir:
                 self.debouncer.discard_under(c.path)
@@ -193,7 +206,7 @@ class Service:
                     self.debouncer.touch(dest)
 
     def _move_folder(self, src: str, dest: str) -> None:
-        known = self.pipeline.store.stat_index([src])
+        known = self.store.files.stat_index([src])
         for path in walk_images([Path(dest)], self.cfg.suffixes):
             old = os.path.join(src, os.path.relpath(path, dest))
             if not (old in known and self.pipeline.moved(old, path)):
@@ -213,11 +226,15 @@ class Service:
         stats = self.pipeline.scan(self.roots, progress=progress)
         for p in stats.deferred:
             self.debouncer.touch(p)
-        log.info("reconciled: %d files, %d fingerprinted, %d moved, %d gone, %d unreadable",
-                 stats.seen, stats.fingerprinted, stats.moved, stats.deleted, stats.errors)  # fmt: skip
+        log.info(
+            "reconciled: %d files, %d fingerprinted, %d moved, %d gone, %d unreadable",
+            *(stats.seen, stats.fingerprinted, stats.moved, stats.deleted, stats.errors),
+        )
         notify(f"STATUS=watching {len(self.roots)} folders, {stats.seen} images")
 
-    def _maybe_incomplete(self, r: FileResult) -> bool:
+    # -- the pipeline's hooks (PipelineHooks) ---------------------------------------------------------------------
+
+    def defer_unreadable(self, r: FileResult) -> bool:
         """A young file that fails to decode is probably still being written: retry it, up to incomplete_grace."""
         try:
             age = time.time() - os.stat(r.path).st_mtime
@@ -238,37 +255,44 @@ class Service:
         except Exception as e:  # a broken config file must not stop the service
             log.error("config not reloaded: %s", e)
             return
-        keep = {"db": self.cfg.db}
-        self.cfg = new.with_overrides(**keep)
-        self.pipeline.cfg = self.cfg
-        self.pipeline.matcher.cfg = self.cfg
+        self.cfg = new.with_overrides(db=self.cfg.db)  # the database cannot change under a running daemon
+        self.pipeline.reconfigure(self.cfg)
         self.debouncer.settle = self.cfg.settle_seconds
         log.info("config reloaded")
 
     # -- reporting -------------------------------------------------------------------------------------------------
 
-    def _on_duplicates(self, found: list[Duplicate]) -> None:
+    def duplicates_found(self, found: list[Duplicate]) -> None:
         for d in found:
             self.status.duplicates += 1
             event = {"event": "duplicate", "time": time.time(), **asdict(d)}
-            others = ", ".join(f"{m['path']} ({m['kind']}, cosine {m['cosine']:.3f})" for m in d.matches)
+            others = ", ".join(f"{m.path} ({m.kind}, cosine {m.cosine:.3f})" for m in d.matches)
             log.warning("duplicate: %s matches %s", d.path, others)
             self._journal(event)
             if self.cfg.on_duplicate:
                 self._run_hook(event)
 
+    def file_moved(self, src: str, dest: str) -> None:
+        self._event("moved", dest, source=src)
+
+    # -- reporting -------------------------------------------------------------------------------------------------
+
     def _event(self, kind: str, path: str, **extra: object) -> None:
         self._journal({"event": kind, "time": time.time(), "path": path, **extra})
 
-    def _journal(self, event: dict) -> None:
+    def _journal(self, event: dict[str, Any]) -> None:
         self._last_events.append(event)
         with open(self.cfg.events_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")
 
-    def _run_hook(self, event: dict) -> None:
+    def _run_hook(self, event: dict[str, Any]) -> None:
         try:
-            proc = subprocess.Popen(shlex.split(self.cfg.on_duplicate or ""), stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                shlex.split(self.cfg.on_duplicate or ""),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(event).encode() + b"\n")
             proc.stdin.close()
@@ -293,27 +317,28 @@ class Service:
                 log.error("--on-duplicate hook exited with %d", proc.returncode)
         self._hooks = [] if wait else alive
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: ServiceState) -> None:
         self.status.state = state
         self._write_status()
 
     def _write_status(self, final: bool = False) -> None:
         self.status.queue = self.changes.qsize()
-        self.status.pending = len(self.debouncer) if self.status.state != "reconciling" else self.status.pending
+        if self.status.state != ServiceState.RECONCILING:
+            self.status.pending = len(self.debouncer)
         self.status.last_events = list(self._last_events)[-10:]
         self.status.updated_at = time.time()
         if final:
-            self.status.state = "stopped"
+            self.status.state = ServiceState.STOPPED
         tmp = self.cfg.status_path.with_name(self.cfg.status_path.name + ".tmp")
         tmp.write_text(json.dumps(asdict(self.status)))
         os.replace(tmp, self.cfg.status_path)
 
 
-def read_status(cfg: Config) -> dict | None:
+def read_status(cfg: Config) -> dict[str, Any] | None:
     """The running daemon's status, or None when no daemon is running on this database."""
     try:
-        data = json.loads(cfg.status_path.read_text())
-        if data.get("state") == "stopped":
+        data: dict[str, Any] = json.loads(cfg.status_path.read_text())
+        if data.get("state") == ServiceState.STOPPED:
             return None
         os.kill(int(data["pid"]), 0)
     except (OSError, ValueError, KeyError):

@@ -14,9 +14,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Iterable
 
 from watchdog.events import (
     DirMovedEvent,
@@ -25,18 +26,25 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.files import is_candidate, is_under
+from dupwatch.daemon.files import is_candidate, is_under
 
 log = logging.getLogger(__name__)
 
 
+class ChangeKind(StrEnum):
+    CHANGED = "changed"  # created, written or closed: look at it once it holds still
+    MOVED = "moved"
+    DELETED = "deleted"
+
+
 @dataclass
 class Change:
-    """One thing the service must act on: kind is 'changed', 'moved' or 'deleted'."""
+    """One thing the service must act on."""
 
-    kind: str
+    kind: ChangeKind
     path: str
     dest: str | None = None
     is_dir: bool = False
@@ -47,7 +55,7 @@ class Handler(FileSystemEventHandler):
     """Turns watchdog events into Changes on a bounded queue; on overflow it raises a flag for a full reconcile
     instead of blocking the observer thread or growing without bound."""
 
-    def __init__(self, changes: "queue.Queue[Change]", suffixes: Iterable[str], exclude: Iterable[Path]) -> None:
+    def __init__(self, changes: queue.Queue[Change], suffixes: Iterable[str], exclude: Iterable[Path]) -> None:
         self.changes = changes
         self.suffixes = tuple(suffixes)
         self.exclude = tuple(exclude)
@@ -67,18 +75,17 @@ class Handler(FileSystemEventHandler):
         if event.event_type == "moved":
             dest = os.fsdecode(event.dest_path)
             if isinstance(event, DirMovedEvent):
-                self._put(Change("moved", src, dest, is_dir=True))
+                self._put(Change(ChangeKind.MOVED, src, dest, is_dir=True))
             elif self._wanted(src) or self._wanted(dest):
-                self._put(Change("moved", src, dest))
+                self._put(Change(ChangeKind.MOVED, src, dest))
         elif event.event_type == "deleted":
             if event.is_directory or self._wanted(src):
-                self._put(Change("deleted", src, is_dir=event.is_directory))
-        elif event.event_type in ("created", "modified", "closed") and not event.is_directory:
-            if self._wanted(src):
-                self._put(Change("changed", src, closed=isinstance(event, FileClosedEvent)))
+                self._put(Change(ChangeKind.DELETED, src, is_dir=event.is_directory))
+        elif event.event_type in ("created", "modified", "closed") and not event.is_directory and self._wanted(src):
+            self._put(Change(ChangeKind.CHANGED, src, closed=isinstance(event, FileClosedEvent)))
 
 
-def make_observer(polling: bool, interval: float = 2.0):  # noqa: ANN201 - watchdog's observers share no base type
+def make_observer(polling: bool, interval: float = 2.0) -> BaseObserver:
     """inotify where it works; polling for network filesystems (NFS, SMB, SSHFS give no inotify events)."""
     return PollingObserver(timeout=interval) if polling else Observer()
 
@@ -114,6 +121,13 @@ class Debouncer:
             self.pending[path] = _Pending(st.st_size, st.st_mtime_ns, now, closed)
         elif closed:
             old.closed = True
+
+    def defer(self, path: str, now: float | None = None) -> None:
+        """A path that turned out not to be complete yet: wait a full settle period again from `now`."""
+        self.touch(path, now=now)
+        pending = self.pending.get(path)
+        if pending is not None:
+            pending.since = time.monotonic() if now is None else now
 
     def discard(self, path: str) -> None:
         self.pending.pop(path, None)

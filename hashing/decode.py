@@ -16,7 +16,7 @@ from datetime import datetime
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from hashing.errors import DecodeError
+from dupwatch.hashing.errors import DecodeError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a half-written file must raise, never decode as grey
 
@@ -125,11 +125,9 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     try:
-        im = ImageOps.exif_transpose(im) or im
-        im = _flatten(im)
-        if max(im.size) > max_side:
-            im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        small = _flatten(ImageOps.exif_transpose(im) or im)
+        if max(small.size) > max_side:
+            small.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     except (OSError, ValueError) as e:
         raise DecodeError(f"corrupt image: {e}") from None
-    return Decoded(im, w, h, fmt, orientation, taken_at, exif_fields)
-
+    return Decoded(small, w, h, fmt, orientation, taken_at, exif_fields)

@@ -22,8 +22,6 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-from hashing.sizes import INPUT_SIZE  # noqa: F401 - re-exported for callers
-
 EMBEDDING_DIM = 1280
 LOCAL_BLOCK = 10  # stride 16: a 14x14 grid of 112-d descriptors, fine enough to localise, coarse enough to be cheap
 
@@ -82,7 +80,8 @@ class MBConvBlock(nn.Module):
             y = F.relu6(self._bn0(self._expand_conv(y)))
         y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
-        return y + x if self.skip else y
+        out: torch.Tensor = y + x if self.skip else y
+        return out
 
 
 class EfficientNetLite0(nn.Module):
@@ -115,7 +114,8 @@ class EfficientNetLite0(nn.Module):
         return self.features_and_local(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fc(self.features(x))
+        logits: torch.Tensor = self._fc(self.features(x))
+        return logits
 
 
 def weights_path() -> Path:
@@ -134,7 +134,7 @@ def load_lite0(path: Path | None = None) -> EfficientNetLite0:
 
 def to_input(pixels: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 batch (N,H,W,3) -> float tensor (N,3,H,W) in [-1, 1], as the TF Lite models expect."""
-    t = torch.from_numpy(np.require(pixels, np.uint8, ['C', 'W'])).permute(0, 3, 1, 2).float()
+    t = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).permute(0, 3, 1, 2).float()
     return (t - 127.0) / 128.0
 
 
@@ -191,7 +191,7 @@ class TinyNet(nn.Module):
 
     def __init__(self, dim: int = 64) -> None:
         super().__init__()
-        self.side = max(1, int(round((dim / 3) ** 0.5)))
+        self.side = max(1, round((dim / 3) ** 0.5))
         self.dim = 3 * self.side * self.side
 
     def features_and_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

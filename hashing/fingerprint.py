@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hashing.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode
-from hashing.errors import DecodeError
-from hashing.perceptual import average_hash_views, colour_hash
-from hashing.sizes import INPUT_SIZE
+from dupwatch.hashing.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode
+from dupwatch.hashing.errors import DecodeError
+from dupwatch.hashing.perceptual import average_hash_views, colour_hash
+from dupwatch.hashing.sizes import INPUT_SIZE
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 

@@ -72,9 +72,15 @@ _KERNEL = np.array([1, 4, 6, 4, 1], dtype=np.float32) / 16
 
 
 def _blur(a: np.ndarray) -> np.ndarray:
+    """Separable 5-tap binomial blur, edges repeated."""
     p = np.pad(a, 2, mode="edge")
-    rows = sum(k * p[:, i : i + a.shape[1]] for i, k in enumerate(_KERNEL))
-    return sum(k * rows[i : i + a.shape[0], :] for i, k in enumerate(_KERNEL))
+    rows = np.zeros((p.shape[0], a.shape[1]), dtype=np.float32)
+    for i, k in enumerate(_KERNEL):
+        rows += k * p[:, i : i + a.shape[1]]
+    out = np.zeros(a.shape, dtype=np.float32)
+    for i, k in enumerate(_KERNEL):
+        out += k * rows[i : i + a.shape[0], :]
+    return out
 
 
 def structure(pixels: np.ndarray) -> np.ndarray:

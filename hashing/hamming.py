@@ -53,7 +53,7 @@ class HammingIndex:
             self._size = len(ids)
             self._slot = {int(i): n for n, i in enumerate(ids)}
             return
-        for i, v in zip(ids.tolist(), values.tolist()):
+        for i, v in zip(ids.tolist(), values.tolist(), strict=True):
             self.add(i, v)
 
     def remove(self, item_id: int) -> None:

@@ -10,7 +10,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from hashing.views import ALL_VIEWS, dihedral
+from dupwatch.hashing.views import ALL_VIEWS, dihedral
 
 AHASH_BITS = 64
 COLOR_BINBITS = 3  # imagehash.colorhash: 14 bins x 3 bits = 42 bits

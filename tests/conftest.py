@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from bench.datagen import generate
-from daemon.config import Config
-
-BENCH_DATA = Path(os.environ.get("DUPWATCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "bench-data")).resolve()
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.demo import generate
+from tests.helpers import BENCH_DATA
 
 
 @pytest.fixture(scope="session")
@@ -24,12 +22,12 @@ def photo_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="session")
 def embedder():
-    from hashing.embedding import default_embedder
+    from dupwatch.hashing.embedding import default_embedder
 
     return default_embedder()
 
 
-@pytest.fixture()
+@pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     return Config(db=tmp_path / "state" / "dupwatch.db", workers=0)
 
@@ -41,7 +39,3 @@ def bench_truth() -> tuple[Path, dict]:
         pytest.skip(f"bench-data not present at {BENCH_DATA}")
     truth = json.loads(truth_path.read_text())
     return truth_path.parent / truth["root"], truth
-
-
-def pairs_of(groups: list[list[str]]) -> set[frozenset[str]]:
-    return {frozenset((a, b)) for g in groups for i, a in enumerate(g) for b in g[i + 1 :]}

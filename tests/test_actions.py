@@ -11,13 +11,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import ImageFilter
 
-from bench.datagen import _exif, load_photo
-from daemon.actions import HARDLINK, MOVE, SYMLINK, TRASH, execute, plan, undo
-from daemon.cli import main
-from daemon.config import Config
-from daemon.keeper import choose
-from daemon.pipeline import Pipeline
-from daemon.store import RESOLVED, Store
+from dupwatch.daemon.actions import execute, plan, undo
+from dupwatch.daemon.cli import main
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.demo import exif_bytes, load_photo
+from dupwatch.daemon.keeper import choose
+from dupwatch.daemon.pipeline import open_pipeline
+from dupwatch.daemon.records import FileStatus
+from dupwatch.daemon.store import ActionMode, Store
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -30,14 +31,14 @@ def _tree(root: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture()
+@pytest.fixture
 def album(tmp_path: Path) -> Path:
     """A burst (one sharp frame, two blurred), a photo with a downscaled copy, and an unrelated photo."""
     root = tmp_path / "album"
     (root / "burst").mkdir(parents=True)
     (root / "trip").mkdir()
     cat = load_photo("chelsea").resize((900, 600))
-    cat.save(root / "burst" / "frame2.jpg", quality=92, exif=_exif())
+    cat.save(root / "burst" / "frame2.jpg", quality=92, exif=exif_bytes())
     for n, radius in ((1, 2.5), (3, 1.8)):
         cat.filter(ImageFilter.GaussianBlur(radius)).save(root / "burst" / f"frame{n}.jpg", quality=92)
     coffee = load_photo("coffee").resize((1200, 800))
@@ -49,13 +50,13 @@ def album(tmp_path: Path) -> Path:
 
 def _scan(cfg: Config, embedder, root: Path) -> Store:
     store = Store(cfg.db)
-    with Pipeline(cfg, store, embedder) as p:
+    with open_pipeline(cfg, store, embedder) as p:
         p.scan([root])
     return store
 
 
 def _group_with(store: Store, name: str) -> list:
-    for _, members in store.groups():
+    for _, members in store.read.groups():
         if any(m.path.endswith(name) for m in members):
             return members
     raise AssertionError(f"no group holds {name}")
@@ -78,9 +79,10 @@ def test_reference_folders_are_never_proposed_for_removal(album: Path, cfg: Conf
     assert not d.remove and d.reason == "in a reference folder"
 
 
-@pytest.mark.parametrize("mode", [MOVE, HARDLINK, SYMLINK])
-def test_resolve_then_undo_restores_every_byte_and_path(mode: str, album: Path, cfg: Config, embedder,
-                                                        tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize("mode", [ActionMode.MOVE, ActionMode.HARDLINK, ActionMode.SYMLINK])
+def test_resolve_then_undo_restores_every_byte_and_path(
+    mode: str, album: Path, cfg: Config, embedder, tmp_path: Path
+) -> None:
     store = _scan(cfg, embedder, album)
     before = _tree(album)
     quarantine = tmp_path / "quarantine"
@@ -90,59 +92,66 @@ def test_resolve_then_undo_restores_every_byte_and_path(mode: str, album: Path, 
     action_id, failed = execute(store, steps, mode, quarantine)
     assert not failed
     for s in steps:
-        assert Path(s.dst).read_bytes() and store.get(s.file.id).status == RESOLVED
-        if mode == MOVE:
+        assert Path(s.dst).read_bytes() and store.files.get(s.file.id).status == FileStatus.RESOLVED
+        if mode == ActionMode.MOVE:
             assert not os.path.lexists(s.file.path)
-        elif mode == HARDLINK:
+        elif mode == ActionMode.HARDLINK:
             assert os.path.samefile(s.file.path, s.keeper.path)
         else:
             assert os.readlink(s.file.path) == s.keeper.path
     assert Path(steps[0].dst) == quarantine / steps[0].file.path.lstrip("/")  # full path kept: no collisions
-    assert store.groups() == []
+    assert store.read.groups() == []
     assert undo(store, action_id) == (action_id, [])
     assert _tree(album) == before
     assert not any(os.path.islink(p) for p in album.rglob("*"))
-    assert len(store.groups()) == 2
+    assert len(store.read.groups()) == 2
     assert not _tree(quarantine)
 
 
-def test_trash_mode_and_its_undo(album: Path, cfg: Config, embedder, tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_trash_mode_and_its_undo(
+    album: Path, cfg: Config, embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     store = _scan(cfg, embedder, album)
     before = _tree(album)
-    steps = plan(store, TRASH, None, groups=[store.group_of(store.by_path(str(album / "trip/coffee.jpg")).id)])
-    action_id, failed = execute(store, steps, TRASH, None)
+    steps = plan(
+        store,
+        ActionMode.TRASH,
+        None,
+        groups=[store.graph.group_of(store.files.by_path(str(album / "trip/coffee.jpg")).id)],
+    )
+    action_id, failed = execute(store, steps, ActionMode.TRASH, None)
     assert not failed and not (album / "trip/coffee_small.jpg").exists()
     assert (tmp_path / "xdg/Trash/files/coffee_small.jpg").exists()
     undo(store, action_id)
     assert _tree(album) == before
 
 
-def test_changed_files_and_paths_outside_the_roots_are_refused(album: Path, cfg: Config, embedder,
-                                                               tmp_path: Path) -> None:  # fmt: skip
+def test_changed_files_and_paths_outside_the_roots_are_refused(
+    album: Path, cfg: Config, embedder, tmp_path: Path
+) -> None:
     store = _scan(cfg, embedder, album)
     target = album / "trip" / "coffee_small.jpg"
     with open(target, "ab") as f:
         f.write(b"\0")  # edited after the scan
-    steps = {Path(s.file.path).name: s for s in plan(store, MOVE, tmp_path / "q")}
+    steps = {Path(s.file.path).name: s for s in plan(store, ActionMode.MOVE, tmp_path / "q")}
     assert "changed since it was scanned" in steps["coffee_small.jpg"].refused
-    execute(store, list(steps.values()), MOVE, tmp_path / "q")
+    execute(store, list(steps.values()), ActionMode.MOVE, tmp_path / "q")
     assert target.exists()
     with store.atomic():  # the burst folder is no longer a root dupwatch was given
         store.db.execute("DELETE FROM roots")
-        store.add_roots([str(album / "trip")])
+        store.decisions.add_roots([str(album / "trip")])
     with store.atomic():
         store.db.execute("UPDATE files SET status = 'ok'")
-        store.regroup([r for r, in store.db.execute("SELECT id FROM files")])
-    refused = [s for s in plan(store, MOVE, tmp_path / "q2") if s.file.path.startswith(str(album / "burst"))]
+        store.graph.regroup([r for (r,) in store.db.execute("SELECT id FROM files")])
+    refused = [s for s in plan(store, ActionMode.MOVE, tmp_path / "q2") if s.file.path.startswith(str(album / "burst"))]
     assert refused and all(s.refused == "outside the scanned roots" for s in refused)
 
 
 def test_undo_refuses_when_the_place_is_taken(album: Path, cfg: Config, embedder, tmp_path: Path) -> None:
     store = _scan(cfg, embedder, album)
-    steps = plan(store, MOVE, tmp_path / "q")
-    action_id, _ = execute(store, steps, MOVE, tmp_path / "q")
+    steps = plan(store, ActionMode.MOVE, tmp_path / "q")
+    action_id, _ = execute(store, steps, ActionMode.MOVE, tmp_path / "q")
     taken = Path(steps[0].file.path)
     taken.write_bytes(b"a new photo the user saved here meanwhile")
     _, refusals = undo(store, action_id)
@@ -174,14 +183,14 @@ def test_ignored_pairs_stay_ignored_after_rescans(album: Path, tmp_path: Path) -
     run = CliRunner().invoke
     run(main, ["--db", db, "-q", "scan", str(album), "--workers", "0"])
     store = Store(Path(db))
-    gid = store.group_of(store.by_path(str(album / "burst/frame1.jpg")).id)
+    gid = store.graph.group_of(store.files.by_path(str(album / "burst/frame1.jpg")).id)
     assert run(main, ["--db", db, "ignore", "--group", str(gid)]).exit_code == 0
     a, b = str(album / "trip/coffee.jpg"), str(album / "trip/coffee_small.jpg")
     assert run(main, ["--db", db, "ignore", a, b]).exit_code == 0
-    assert Store(Path(db)).groups() == []
+    assert Store(Path(db)).read.groups() == []
     shutil.move(album / "burst", album / "burst-renamed")  # renamed and touched: same content, new paths
     for p in (album / "burst-renamed").iterdir():
         os.utime(p)
     run(main, ["--db", db, "-q", "scan", str(album), "--workers", "0"])
-    assert Store(Path(db)).groups() == []
+    assert Store(Path(db)).read.groups() == []
     assert run(main, ["--db", db, "ignore", a]).exit_code == 2

@@ -11,17 +11,25 @@ from PIL import Image
 
 from bench import peers
 from bench.accuracy import components, recorded_pairs, scan, sweep
-from bench.datagen import generate
 from bench.plot import precision_recall_png
 from bench.scoring import relative, score
-from daemon.config import Config
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.demo import generate
 
 
 def test_scoring_matches_hand_counts() -> None:
     truth = {
         "groups": [["a", "b", "c"], ["d", "e"]],
-        "transform": {"a": "original", "b": "jpeg", "c": "flip", "d": "original", "e": "crop", "x": "singleton",
-                      "y": "singleton", "bad.jpg": "bad_empty"},  # fmt: skip
+        "transform": {
+            "a": "original",
+            "b": "jpeg",
+            "c": "flip",
+            "d": "original",
+            "e": "crop",
+            "x": "singleton",
+            "y": "singleton",
+            "bad.jpg": "bad_empty",
+        },
         "originals": {"0": "a", "1": "d"},
         "hard_negatives": [["x", "y", "lookalike"]],
         "bad": ["bad.jpg"],

@@ -7,18 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.config import Config
-from daemon.pipeline import Pipeline
-from daemon.reports import build_report, to_json
-from daemon.store import Store
-from tests.conftest import BENCH_DATA
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.pipeline import open_pipeline
+from dupwatch.daemon.reports import build_report, to_json
+from dupwatch.daemon.store import Store
+from tests.helpers import BENCH_DATA
 
 
 def test_bench_data_precision_and_recall(bench_truth, embedder, tmp_path: Path) -> None:
     root, truth = bench_truth
     cfg = Config(db=tmp_path / "bench.db", workers=2)
     store = Store(cfg.db)
-    with Pipeline(cfg, store, embedder) as p:
+    with open_pipeline(cfg, store, embedder) as p:
         p.scan([root])
     out = tmp_path / "groups.json"
     out.write_text(json.dumps(to_json(build_report(store))))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from daemon.cli import main
-from daemon.lock import WriterLock
+from dupwatch.daemon.cli import main
+from dupwatch.daemon.lock import WriterLock
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_query_finds_a_rotated_copy_of_an_unindexed_image(scanned_db, tmp_path: 
 
 
 def test_exit_codes(scanned_db, tmp_path: Path) -> None:
-    db, root = scanned_db
+    db, _ = scanned_db
     runner = CliRunner()
     assert runner.invoke(main, ["--db", str(db), "report", "--format", "xml"]).exit_code == 2
     assert runner.invoke(main, ["--db", str(db), "scan"]).exit_code == 2
@@ -95,7 +95,7 @@ def test_one_writer_at_a_time(scanned_db) -> None:
 
 
 def test_config_file_sets_thresholds_and_flags_override_it(tmp_path: Path) -> None:
-    from daemon.config import load_config
+    from dupwatch.daemon.config import load_config
 
     p = tmp_path / "c.toml"
     p.write_text("[matching]\ncosine_threshold = 0.7\nverify_inliers = 25\n[paths]\ndb = '~/x.db'\n")
@@ -107,7 +107,7 @@ def test_config_file_sets_thresholds_and_flags_override_it(tmp_path: Path) -> No
 def test_a_locked_database_is_a_clear_error_not_a_traceback(scanned_db, monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlite3
 
-    import daemon.store as store_mod
+    import dupwatch.daemon.store.database as store_mod
 
     db, root = scanned_db
     monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.2)

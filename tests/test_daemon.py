@@ -3,6 +3,7 @@ speaks the notify protocol on a real socket, refuses a second instance, and ship
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.store import Store
-from bench.watchkit import noise_png, wait_until
+from dupwatch.daemon.store import Store
+from tests.helpers import noise_png, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
+@pytest.fixture
 def env(tmp_path: Path) -> dict:
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -32,10 +33,26 @@ def env(tmp_path: Path) -> dict:
 
 
 def _start(env: dict, extra_env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "daemon.cli", "--db", str(env["db"]), "--config", str(env["config"]),
-           "-v", "watch", str(env["photos"])]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(extra_env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "dupwatch.daemon.cli",
+        "--db",
+        str(env["db"]),
+        "--config",
+        str(env["config"]),
+        "-v",
+        "watch",
+        str(env["photos"]),
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, **(extra_env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _state(env: dict) -> str | None:
@@ -47,7 +64,7 @@ def _state(env: dict) -> str | None:
 
 def _count(env: dict) -> int:
     try:
-        return Store(env["db"], readonly=True).counts()["files"]
+        return Store(env["db"], readonly=True).read.counts()["files"]
     except Exception:
         return -1
 
@@ -74,7 +91,7 @@ def test_kill_9_mid_batch_then_restart_loses_nothing(env: dict) -> None:
     store = Store(env["db"], readonly=True)
     rows = store.db.execute("SELECT path, count(*) FROM files GROUP BY path HAVING count(*) > 1").fetchall()
     assert rows == []  # every file recorded exactly once
-    groups = store.groups()
+    groups = store.read.groups()
     assert len(groups) == (n + 2) // 3 and all(len(m) == 2 for _, m in groups)
     assert all(m[0].path.replace("-copy", "") == m[1].path.replace("-copy", "") for _, m in groups)
 
@@ -101,10 +118,8 @@ def test_notify_protocol_on_a_real_socket(env: dict) -> None:
     messages: list[str] = []
 
     def got(prefix: str) -> bool:
-        try:
+        with contextlib.suppress(TimeoutError):
             messages.append(sock.recv(4096).decode())
-        except socket.timeout:
-            pass
         return any(m.startswith(prefix) for m in messages)
 
     try:
@@ -126,8 +141,13 @@ def test_a_second_daemon_on_the_same_database_is_refused(env: dict) -> None:
         second = _start(env)
         _, err = second.communicate(timeout=60)
         assert second.returncode == 1 and "already writing" in err
-        status = subprocess.run([sys.executable, "-m", "daemon.cli", "--db", str(env["db"]), "status"], cwd=REPO,
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        status = subprocess.run(
+            [sys.executable, "-m", "dupwatch.daemon.cli", "--db", str(env["db"]), "status"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert status.returncode == 0 and "watching" in status.stdout and "queue" in status.stdout
     finally:
         first.send_signal(signal.SIGTERM)
@@ -148,7 +168,7 @@ def test_sighup_reloads_the_config(env: dict) -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_unit_files_verify(tmp_path: Path) -> None:
-    from daemon.cli import render_unit
+    from dupwatch.daemon.cli import render_unit
 
     exe = shutil.which("dupwatch") or sys.executable
     user = tmp_path / "dupwatch.service"
@@ -165,7 +185,7 @@ def test_unit_files_verify(tmp_path: Path) -> None:
 def test_service_install_writes_the_user_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from daemon.cli import main
+    from dupwatch.daemon.cli import main
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     photos = tmp_path / "My Photos"

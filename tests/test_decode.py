@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.datagen import _bomb, _exif, load_photo
-from hashing.decode import decode
-from hashing.errors import DecodeError
-from hashing.fingerprint import fingerprint_file
-from hashing.perceptual import average_hash, hamming
+from dupwatch.daemon.demo import bomb_png, exif_bytes, load_photo
+from dupwatch.hashing.decode import decode
+from dupwatch.hashing.errors import DecodeError
+from dupwatch.hashing.fingerprint import fingerprint_file
+from dupwatch.hashing.perceptual import average_hash, hamming
 
 
 def _jpeg(im: Image.Image, **kw) -> bytes:
@@ -31,7 +31,7 @@ def cat() -> Image.Image:
 def test_exif_orientation_is_applied_before_fingerprinting(cat: Image.Image) -> None:
     # Orientation 6 means "rotate 90 degrees clockwise to display": store the pixels rotated the other way.
     stored = cat.rotate(90, expand=True)
-    d = decode(_jpeg(stored, exif=_exif(orientation=6)))
+    d = decode(_jpeg(stored, exif=exif_bytes(orientation=6)))
     upright = decode(_jpeg(cat))
     assert (d.width, d.height) == (cat.width, cat.height)
     assert d.orientation == 6
@@ -56,7 +56,7 @@ def test_alpha_is_flattened_on_white() -> None:
 
 
 def test_exif_capture_time_and_field_count(cat: Image.Image) -> None:
-    d = decode(_jpeg(cat, exif=_exif(when="2021:07:04 10:11:12")))
+    d = decode(_jpeg(cat, exif=exif_bytes(when="2021:07:04 10:11:12")))
     assert d.taken_at == "2021-07-04T10:11:12"
     assert d.exif_fields >= 3
 
@@ -69,7 +69,7 @@ def test_exif_capture_time_and_field_count(cat: Image.Image) -> None:
         (lambda good: b"hello, I am text in a .jpg\n" * 10, "not an image: text"),
         (lambda good: b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "markup"),
         (lambda good: bytes(range(256)) * 8, "not an image"),
-        (lambda good: _bomb(), "decompression bomb"),
+        (lambda good: bomb_png(), "decompression bomb"),
     ],
 )
 def test_bad_bytes_raise_one_error_type_with_a_reason(cat: Image.Image, make, reason: str) -> None:
@@ -87,7 +87,9 @@ def _png_header(w: int, h: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_pixel_limit_is_configurable_and_is_the_only_limit(cat: Image.Image) -> None:
@@ -140,7 +142,7 @@ def test_permission_denied_is_a_reason_not_a_crash(tmp_path: Path, monkeypatch: 
     p.write_bytes(b"\xff\xd8\xff")
     real_open = open
 
-    def refusing_open(file, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def refusing_open(file, *a, **kw):
         if str(file) == str(p):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *a, **kw)

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.datagen import load_photo
-from hashing.embedding import EfficientNetLite0, SameConv2d, load_lite0, tiny_embedder, to_input
+from dupwatch.daemon.demo import load_photo
+from dupwatch.hashing.embedding import EfficientNetLite0, SameConv2d, load_lite0, tiny_embedder, to_input
 
 
 def _top5(model: EfficientNetLite0, name: str) -> list[int]:
@@ -42,7 +42,7 @@ def test_embeddings_are_unit_vectors_and_batching_does_not_change_them(embedder)
     assert batch.shape == (3, 1280)
     assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-4)
     assert np.allclose(batch[1], single[0], atol=1e-4)
-    glob, local = embedder.embed_with_local(np.stack(photos[:1]))
+    _, local = embedder.embed_with_local(np.stack(photos[:1]))
     assert local.shape == (1, 14, 14, 112)
 
 

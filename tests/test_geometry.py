@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from bench.datagen import load_photo
-from hashing.geometry import aligned_agreement, estimate_affine, structure
+from dupwatch.daemon.demo import load_photo
+from dupwatch.hashing.geometry import aligned_agreement, estimate_affine, structure
 
 
 def _pixels(im: Image.Image) -> np.ndarray:

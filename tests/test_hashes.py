@@ -8,10 +8,17 @@ import sqlite3
 import numpy as np
 from PIL import Image, ImageOps
 
-from bench.datagen import load_photo
-from hashing.hamming import HammingIndex
-from hashing.perceptual import average_hash, average_hash_views, colour_hash, from_signed64, hamming, to_signed64
-from hashing.views import dihedral
+from dupwatch.daemon.demo import load_photo
+from dupwatch.hashing.hamming import HammingIndex
+from dupwatch.hashing.perceptual import (
+    average_hash,
+    average_hash_views,
+    colour_hash,
+    from_signed64,
+    hamming,
+    to_signed64,
+)
+from dupwatch.hashing.views import dihedral
 
 
 def test_64_bit_hashes_round_trip_through_sqlite() -> None:
@@ -54,7 +61,7 @@ def test_hamming_index_agrees_with_brute_force_and_supports_removal() -> None:
     query = values[42] ^ 0b1011  # 3 bits away from item 42
     ids, dists = idx.search(query, 10)
     expected = sorted((hamming(v, query), i) for i, v in values.items() if hamming(v, query) <= 10)
-    assert sorted(zip(dists.tolist(), ids.tolist())) == expected
+    assert sorted(zip(dists.tolist(), ids.tolist(), strict=True)) == expected
     assert ids[0] == 42 and dists[0] == 3
     idx.remove(42)
     assert 42 not in idx.search(query, 10)[0]

@@ -11,15 +11,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.config import Config
-from daemon.html import render_html
-from daemon.pipeline import Pipeline
-from daemon.reports import build_report
-from daemon.store import Store
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.html import render_html
+from dupwatch.daemon.pipeline import open_pipeline
+from dupwatch.daemon.reports import build_report
+from dupwatch.daemon.store import Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +35,7 @@ def report_file(photo_set, embedder, tmp_path_factory) -> tuple[Path, object]:
     root, _ = photo_set
     tmp = tmp_path_factory.mktemp("html")
     store = Store(tmp / "h.db")
-    with Pipeline(Config(db=tmp / "h.db", workers=0), store, embedder) as p:
+    with open_pipeline(Config(db=tmp / "h.db", workers=0), store, embedder) as p:
         p.scan([root])
     rep = build_report(store)
     out = tmp / "report.html"
@@ -57,8 +65,13 @@ def test_headless_browser_shows_every_thumbnail(report_file, tmp_path: Path) -> 
     loaded = int(re.search(r'data-loaded="(\d+)"', dom).group(1))
     assert images == sum(len(g.members) for g in rep.groups[:50]) and loaded == images
     shot = tmp_path / "shot.png"
-    _chromium("--virtual-time-budget=5000", f"--screenshot={shot}", "--window-size=1280,1400",
-              f"--user-data-dir={tmp_path / 'p2'}", url)  # fmt: skip
+    _chromium(
+        "--virtual-time-budget=5000",
+        f"--screenshot={shot}",
+        "--window-size=1280,1400",
+        f"--user-data-dir={tmp_path / 'p2'}",
+        url,
+    )
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     # photo thumbnails are colourful and textured; the page chrome is flat white/grey/green
     saturation = pixels.max(axis=2) - pixels.min(axis=2)
@@ -75,7 +88,9 @@ def test_thousands_of_groups_are_paged(report_file, tmp_path: Path) -> None:
     many = replace(rep, groups=[replace(g, id=n) for n in range(1, 121) for g in rep.groups][:120])
     out = tmp_path / "many.html"
     out.write_text(render_html(many))
-    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", out.as_uri(), f"--user-data-dir={tmp_path / 'p'}").stdout
+    dom = _chromium(
+        "--virtual-time-budget=5000", "--dump-dom", out.as_uri(), f"--user-data-dir={tmp_path / 'p'}"
+    ).stdout
     assert "page 1 of 3" in dom
     assert dom.count('class="group"') == 50
     assert int(re.search(r'data-images="(\d+)"', dom).group(1)) == sum(len(g.members) for g in many.groups[:50])

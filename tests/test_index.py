@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.index import BRUTE_FORCE_BELOW, EmbeddingIndex, IndexError_, IndexParams, sync_index
-from daemon.store import OK, FileRecord, Store
+from dupwatch.daemon.index import BRUTE_FORCE_BELOW, EmbeddingIndex, IndexError_, IndexParams, sync_index
+from dupwatch.daemon.records import FileRow, FileStatus
+from dupwatch.daemon.store import Store
 
 DIM = 16
 PARAMS = IndexParams(dim=DIM, model="test")
@@ -68,8 +69,10 @@ def _add_files(store: Store, n: int, start: int = 0) -> list[int]:
     with store.atomic():
         gen = store.next_gen()
         for i, v in enumerate(_vecs(n, start)):
-            rec = FileRecord(path=f"/p/{start + i}.jpg", size=1, mtime_ns=1, status=OK, embedding=v.astype(np.float16))
-            ids.append(store.save_file(rec, gen))
+            rec = FileRow(
+                path=f"/p/{start + i}.jpg", size=1, mtime_ns=1, status=FileStatus.OK, embedding=v.astype(np.float16)
+            )
+            ids.append(store.files.save(rec, gen))
     return ids
 
 
@@ -77,15 +80,15 @@ def test_index_catches_up_after_a_crash_and_rebuilds_when_needed(tmp_path: Path)
     store = Store(tmp_path / "s.db")
     path = tmp_path / "s.db.hnsw"
     ids = _add_files(store, 10)
-    idx = sync_index(store, path, PARAMS)  # nothing saved yet: built from the store
+    idx = sync_index(store.files, store.gen, path, PARAMS)  # nothing saved yet: built from the store
     assert idx.live == set(ids)
     idx.save(path)
     more = _add_files(store, 5, start=100)  # the store moves on, the saved index does not (a crash)
     with store.atomic():
-        store.mark_deleted(ids[:2], store.next_gen())
-    caught_up = sync_index(store, path, PARAMS)
+        store.files.set_status(ids[:2], FileStatus.DELETED, store.next_gen())
+    caught_up = sync_index(store.files, store.gen, path, PARAMS)
     assert caught_up.live == set(ids[2:]) | set(more)
     assert caught_up.gen == store.gen
     path.write_bytes(b"garbage")
-    rebuilt = sync_index(store, path, PARAMS)
+    rebuilt = sync_index(store.files, store.gen, path, PARAMS)
     assert rebuilt.live == set(ids[2:]) | set(more)

@@ -9,22 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import Config
-from daemon.pipeline import Pipeline
-from daemon.reports import build_report
-from daemon.store import DELETED, Store
-from tests.conftest import pairs_of
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.pipeline import open_pipeline
+from dupwatch.daemon.records import FileStatus
+from dupwatch.daemon.reports import build_report
+from dupwatch.daemon.store import Store
+from tests.helpers import pairs_of
 
 
 def _scan(cfg: Config, embedder, *roots: Path):
     store = Store(cfg.db)
-    with Pipeline(cfg, store, embedder) as p:
+    with open_pipeline(cfg, store, embedder) as p:
         stats = p.scan(list(roots))
     return store, stats
 
 
 def _groups(store: Store, root: Path) -> list[list[str]]:
-    return [[os.path.relpath(r.path, root) for r in recs] for _, recs in store.groups()]
+    return [[os.path.relpath(r.path, root) for r in recs] for _, recs in store.read.groups()]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_every_bad_file_is_reported_with_its_reason(scanned) -> None:
 
 
 def test_pairs_carry_their_evidence(scanned) -> None:
-    store, _, root, truth = scanned
+    store, _, _, _ = scanned
     rep = build_report(store)
     kinds = {p.kind for g in rep.groups for p in g.pairs}
     assert kinds == {"exact", "near"}
@@ -77,7 +78,7 @@ def test_pairs_carry_their_evidence(scanned) -> None:
     assert rotated, "rotated copies should be matched through a rotated view"
 
 
-@pytest.fixture()
+@pytest.fixture
 def folder(photo_set, tmp_path: Path) -> Path:
     """A private copy of two photos' files that a test may rename, delete and edit."""
     root, truth = photo_set
@@ -101,34 +102,34 @@ def test_rescan_skips_unchanged_files(folder: Path, cfg: Config, embedder) -> No
 
 def test_rename_keeps_fingerprints_and_deletion_leaves_the_group(folder: Path, cfg: Config, embedder) -> None:
     store, _ = _scan(cfg, embedder, folder)
-    before = store.by_path(str(folder / "chelsea" / "blur.jpg"))
-    assert before is not None and store.group_of(before.id) is not None
+    before = store.files.by_path(str(folder / "chelsea" / "blur.jpg"))
+    assert before is not None and store.graph.group_of(before.id) is not None
     (folder / "renamed").mkdir()
     os.rename(folder / "chelsea" / "blur.jpg", folder / "renamed" / "cat-blurred.jpg")
     store, stats = _scan(cfg, embedder, folder)
-    after = store.by_path(str(folder / "renamed" / "cat-blurred.jpg"))
+    after = store.files.by_path(str(folder / "renamed" / "cat-blurred.jpg"))
     assert stats.moved == 1 and stats.fingerprinted == 0
-    assert after.id == before.id and store.group_of(after.id) is not None
+    assert after.id == before.id and store.graph.group_of(after.id) is not None
     (folder / "renamed" / "cat-blurred.jpg").unlink()
     store, stats = _scan(cfg, embedder, folder)
     assert stats.deleted == 1
-    assert store.get(before.id).status == DELETED
-    assert store.group_of(before.id) is None
+    assert store.files.get(before.id).status == FileStatus.DELETED
+    assert store.graph.group_of(before.id) is None
 
 
 def test_edit_in_place_is_fingerprinted_again(folder: Path, photo_set, cfg: Config, embedder) -> None:
     root, _ = photo_set
     store, _ = _scan(cfg, embedder, folder)
     target = folder / "chelsea" / "noise.jpg"
-    old = store.by_path(str(target))
+    old = store.files.by_path(str(target))
     shutil.copy(root / "coffee" / "original.jpg", target)  # now a coffee cup, not a cat
     os.utime(target, ns=(old.mtime_ns + 10**9, old.mtime_ns + 10**9))
     store, stats = _scan(cfg, embedder, folder)
-    new = store.by_path(str(target))
+    new = store.files.by_path(str(target))
     assert stats.fingerprinted == 0 and stats.reused == 1  # identical to the coffee original: embedding reused
     assert new.id == old.id and new.content_hash != old.content_hash
-    coffee = store.by_path(str(folder / "coffee" / "original.jpg"))
-    assert store.group_of(new.id) == store.group_of(coffee.id)
+    coffee = store.files.by_path(str(folder / "coffee" / "original.jpg"))
+    assert store.graph.group_of(new.id) == store.graph.group_of(coffee.id)
 
 
 def test_exact_copies_reuse_the_embedding(folder: Path, cfg: Config, embedder) -> None:
@@ -142,7 +143,7 @@ def test_exact_copies_reuse_the_embedding(folder: Path, cfg: Config, embedder) -
 def test_pictures_that_only_share_a_layout_are_kept_apart(tmp_path: Path, embedder) -> None:
     """Random colour mosaics on one 6x6 grid: the CNN calls them alike (cosine > 0.9) and their block edges line
     up, but once aligned their luminance does not agree, so none may be grouped."""
-    from bench.watchkit import noise_png
+    from tests.helpers import noise_png
 
     folder = tmp_path / "mosaics"
     folder.mkdir()

@@ -1,36 +1,60 @@
-"""The SQLite store: schema versioning, signed hashes, stable group ids, and a locked database."""
+"""The SQLite store: migrations, signed hashes, stable group ids, regrouping in a few queries, a locked database."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-import daemon.store as store_mod
-from daemon.store import OK, FileRecord, PairRecord, Store, StoreError
+import dupwatch.daemon.store.database as database
+from dupwatch.daemon.records import FileRow, FileStatus, PairKind, PairRecord
+from dupwatch.daemon.store import Store, StoreError
 
 
 def _file(store: Store, name: str, gen: int, ahash: int = 0) -> int:
-    return store.save_file(FileRecord(path=f"/p/{name}", size=1, mtime_ns=1, status=OK, ahash=ahash, chash=0), gen)
+    row = FileRow(path=f"/p/{name}", size=1, mtime_ns=1, status=FileStatus.OK, ahash=ahash, chash=0, content_hash=name)
+    return store.files.save(row, gen)
 
 
-def test_schema_is_versioned_and_a_newer_database_is_refused(tmp_path: Path) -> None:
+def test_migrations_are_recorded_and_a_newer_database_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     s = Store(db)
-    assert s.get_meta("schema_version") == str(store_mod.SCHEMA_VERSION)
+    applied = [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'dupwatch'")]
+    assert applied == ["m001_initial"]
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    s.set_meta("schema_version", str(store_mod.SCHEMA_VERSION + 1))
+    s.db.execute(
+        "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('dupwatch', 'm999_future', 'now')"
+    )
+    s.db.conn.commit()
     s.close()
-    with pytest.raises(StoreError, match="newer"):
+    with pytest.raises(StoreError, match="newer dupwatch"):
         Store(db)
+
+
+def test_a_database_from_before_migrations_opens_and_keeps_its_rows(tmp_path: Path) -> None:
+    """Version 1 databases carry the schema and a meta schema_version, but no migrations table."""
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    for sql in database._SCHEMA_1:
+        conn.execute(sql)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+    conn.execute("INSERT INTO files (path, size, mtime_ns, status) VALUES ('/p/a.jpg', 3, 4, 'ok')")
+    conn.commit()
+    conn.close()
+    s = Store(db)
+    rec = s.files.by_path("/p/a.jpg")
+    assert rec is not None and (rec.size, rec.mtime_ns, rec.status) == (3, 4, FileStatus.OK)
+    assert [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations")] == ["m001_initial"]
 
 
 def test_unsigned_64_bit_hashes_survive(tmp_path: Path) -> None:
     s = Store(tmp_path / "s.db")
     fid = _file(s, "a.jpg", 1, ahash=(1 << 64) - 3)
-    assert s.get(fid).ahash == (1 << 64) - 3
-    ids, ahashes, _ = s.live_hashes()
+    rec = s.files.get(fid)
+    assert rec is not None and rec.ahash == (1 << 64) - 3
+    ids, ahashes, _ = s.files.live_hashes()
     assert int(ahashes[list(ids).index(fid)]) == (1 << 64) - 3
 
 
@@ -38,31 +62,83 @@ def test_groups_are_components_with_stable_ids(tmp_path: Path) -> None:
     s = Store(tmp_path / "s.db")
     with s.atomic():
         a, b, c, d, e = (_file(s, n, 1) for n in "abcde")
-        s.add_pair(PairRecord(a, b, "near", 2, 0.95))
-        s.add_pair(PairRecord(b, c, "near", 3, 0.93))
-        s.add_pair(PairRecord(d, e, "exact", 0, 1.0))
-        s.regroup([a, b, c, d, e])
-    g1, g2 = s.group_of(a), s.group_of(d)
-    assert s.group_of(b) == s.group_of(c) == g1 and g1 != g2
-    with s.atomic():  # b disappears: a and c no longer connect; one part keeps the id, the other gets a new one
-        s.mark_deleted([b], 2)
-        s.regroup([b])
-    assert s.group_of(a) is None and s.group_of(c) is None and s.group_of(b) is None
+        s.graph.add_pair(PairRecord(a, b, PairKind.NEAR, 2, 0.95))
+        s.graph.add_pair(PairRecord(b, c, PairKind.NEAR, 3, 0.93))
+        s.graph.add_pair(PairRecord(d, e, PairKind.EXACT, 0, 1.0))
+        s.graph.regroup([a, b, c, d, e])
+    g1, g2 = s.graph.group_of(a), s.graph.group_of(d)
+    assert g1 is not None and g2 is not None and g1 != g2
+    assert s.graph.group_of(b) == s.graph.group_of(c) == g1
+    assert sorted(s.graph.group_members(g1)) == [a, b, c]
+    with s.atomic():  # b disappears: a and c no longer connect, and neither is a group on its own
+        s.files.set_status([b], FileStatus.DELETED, 2)
+        s.graph.regroup([b])
+    assert s.graph.group_of(a) is None and s.graph.group_of(c) is None and s.graph.group_of(b) is None
     with s.atomic():
         f = _file(s, "f", 3)
-        s.add_pair(PairRecord(a, f, "near", 1, 0.99))
-        s.regroup([a, f])
-    assert s.group_of(a) == s.group_of(f) not in (g1, g2)  # ids are never reused
-    assert s.group_of(d) == g2  # untouched groups keep theirs
+        s.graph.add_pair(PairRecord(a, f, PairKind.NEAR, 1, 0.99))
+        s.graph.regroup([a, f])
+    new = s.graph.group_of(a)
+    assert new is not None and new == s.graph.group_of(f) and new not in (g1, g2)  # ids are never reused
+    assert s.graph.group_of(d) == g2  # untouched groups keep theirs
 
 
-def test_a_locked_database_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_split_group_keeps_its_id_on_the_part_with_the_smallest_ids(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.db")
+    with s.atomic():
+        a, b, c, d, e = (_file(s, n, 1) for n in "abcde")
+        for x, y in ((a, b), (b, c), (c, d), (d, e)):
+            s.graph.add_pair(PairRecord(x, y, PairKind.NEAR, 1, 0.9))
+        s.graph.regroup([a])
+    gid = s.graph.group_of(a)
+    assert gid is not None and sorted(s.graph.group_members(gid)) == [a, b, c, d, e]
+    with s.atomic():
+        s.files.set_status([c], FileStatus.DELETED, 2)
+        s.graph.regroup([c])
+    assert s.graph.group_of(a) == s.graph.group_of(b) == gid
+    other = s.graph.group_of(d)
+    assert other is not None and other != gid and s.graph.group_of(e) == other
+
+
+def test_ignored_pairs_do_not_connect(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.db")
+    with s.atomic():
+        a, b, c = (_file(s, n, 1) for n in "abc")
+        s.graph.add_pair(PairRecord(a, b, PairKind.NEAR, 1, 0.9))
+        s.graph.add_pair(PairRecord(b, c, PairKind.NEAR, 1, 0.9))
+        s.decisions.ignore("b", "c")  # by content: the content hashes of b and c are their names here
+        s.graph.regroup([a, b, c])
+    assert s.graph.group_of(a) == s.graph.group_of(b) is not None
+    assert s.graph.group_of(c) is None
+
+
+def test_regrouping_a_large_group_takes_a_few_queries_not_one_per_file(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.db")
+    with s.atomic():
+        ids = [_file(s, f"f{i}", 1) for i in range(300)]
+        for x, y in itertools.pairwise(ids):  # one long chain: the worst case for a per-node walk
+            s.graph.add_pair(PairRecord(x, y, PairKind.NEAR, 1, 0.9))
+    statements: list[str] = []
+    s.db.conn.set_trace_callback(statements.append)
+    with s.atomic():
+        s.graph.regroup([ids[150]])
+    s.db.conn.set_trace_callback(None)
+    gid = s.graph.group_of(ids[0])
+    assert gid is not None and len(s.graph.group_members(gid)) == 300
+    queries = [q for q in statements if not q.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]
+    assert len(queries) < 12, queries
+
+
+def test_a_locked_database_waits_for_the_busy_timeout_then_fails(tmp_path: Path) -> None:
+    """Readers are never blocked (WAL); a write waits `busy_timeout` for another writer, then fails."""
     db = tmp_path / "s.db"
     Store(db).close()
     blocker = sqlite3.connect(db)
     blocker.execute("BEGIN EXCLUSIVE")
-    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.2)
-    with pytest.raises(StoreError, match="locked"):
-        Store(db)
+    s = Store(db, busy_timeout=0.2)
+    assert s.read.counts()["files"] == 0
+    with pytest.raises(sqlite3.OperationalError, match="locked"), s.atomic():
+        s.next_gen()
     blocker.rollback()
-    Store(db).close()
+    with s.atomic():
+        assert s.next_gen() == 1

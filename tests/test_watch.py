@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import Config
-from daemon.service import Service
-from daemon.store import DELETED, OK, Store
-from hashing.fingerprint import content_hash
-from bench.watchkit import ServiceThread, noise_png, photo_jpeg, wait_until, write_slowly
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.records import FileStatus
+from dupwatch.daemon.service import Service
+from dupwatch.daemon.store import Store
+from dupwatch.hashing.fingerprint import content_hash
+from tests.helpers import ServiceThread, noise_png, photo_jpeg, wait_until, write_slowly
 
 
-@pytest.fixture()
+@pytest.fixture
 def watched(tmp_path: Path) -> Path:
     d = tmp_path / "camera"
     d.mkdir()
@@ -29,7 +30,7 @@ def _service(cfg: Config, root: Path, embedder, **kw) -> Service:
 
 
 def _rec(cfg: Config, path: Path):
-    return Store(cfg.db, readonly=True).by_path(str(path))
+    return Store(cfg.db, readonly=True).files.by_path(str(path))
 
 
 def test_a_slowly_written_file_is_processed_once_after_it_is_complete(watched, cfg, embedder) -> None:
@@ -39,7 +40,7 @@ def test_a_slowly_written_file_is_processed_once_after_it_is_complete(watched, c
         write_slowly(target, data, chunks=6, pause=0.25)  # 1.5 s of writing with pauses shorter than settle
         assert wait_until(lambda: _rec(cfg, target) is not None, 20)
         rec = _rec(cfg, target)
-        assert rec.status == OK and rec.content_hash == content_hash(data)
+        assert rec.status == FileStatus.OK and rec.content_hash == content_hash(data)
         time.sleep(1.0)
         assert st.service.status.processed == 1
 
@@ -58,11 +59,11 @@ def test_sync_client_temporary_names_are_ignored_until_renamed(watched, cfg, emb
         part.write_bytes(photo_jpeg("coffee"))
         (watched / ".syncthing.IMG_0003.jpg.tmp").write_bytes(photo_jpeg("rocket"))
         time.sleep(1.0)
-        assert Store(cfg.db, readonly=True).counts()["files"] == 0
+        assert Store(cfg.db, readonly=True).read.counts()["files"] == 0
         final = watched / "IMG_0002.jpg"
         os.rename(part, final)
         assert wait_until(lambda: _rec(cfg, final) is not None, 20)
-        assert Store(cfg.db, readonly=True).counts()["files"] == 1
+        assert Store(cfg.db, readonly=True).read.counts()["files"] == 1
 
 
 def test_moves_deletions_and_overwrites_are_followed(watched, cfg, embedder) -> None:
@@ -70,19 +71,19 @@ def test_moves_deletions_and_overwrites_are_followed(watched, cfg, embedder) -> 
         a, b = watched / "a.jpg", watched / "b.jpg"
         a.write_bytes(photo_jpeg("chelsea"))
         b.write_bytes(photo_jpeg("chelsea", quality=60))  # a re-encode: a near duplicate
-        assert wait_until(lambda: Store(cfg.db, readonly=True).counts()["groups"] == 1, 20)
+        assert wait_until(lambda: Store(cfg.db, readonly=True).read.counts()["groups"] == 1, 20)
         first = _rec(cfg, b)
         (watched / "sub").mkdir()
         moved = watched / "sub" / "b-moved.jpg"
         os.rename(b, moved)
         assert wait_until(lambda: _rec(cfg, moved) is not None, 10)
         assert _rec(cfg, moved).id == first.id  # fingerprints kept, no re-embedding
-        assert Store(cfg.db, readonly=True).counts()["groups"] == 1
+        assert Store(cfg.db, readonly=True).read.counts()["groups"] == 1
         moved.write_bytes(photo_jpeg("coffee"))  # overwritten in place with another photo
         assert wait_until(lambda: _rec(cfg, moved).content_hash == content_hash(photo_jpeg("coffee")), 10)
-        assert wait_until(lambda: Store(cfg.db, readonly=True).counts()["groups"] == 0, 10)
+        assert wait_until(lambda: Store(cfg.db, readonly=True).read.counts()["groups"] == 0, 10)
         a.unlink()
-        assert wait_until(lambda: _rec(cfg, a).status == DELETED, 10)
+        assert wait_until(lambda: _rec(cfg, a).status == FileStatus.DELETED, 10)
         events = [e["event"] for e in st.service._last_events]
         assert {"duplicate", "moved", "deleted"} <= set(events)
     lines = cfg.events_path.read_text().splitlines()
@@ -104,7 +105,7 @@ def test_duplicate_hook_gets_the_event_as_json(watched, cfg, embedder, tmp_path:
 
 
 def test_an_event_storm_of_10000_files_is_recorded_in_full(watched, cfg, tmp_path: Path) -> None:
-    from hashing.embedding import tiny_embedder
+    from dupwatch.hashing.embedding import tiny_embedder
 
     n = 10_000
     # a small event queue forces the overflow path: the reconcile must catch what the queue dropped
@@ -112,9 +113,9 @@ def test_an_event_storm_of_10000_files_is_recorded_in_full(watched, cfg, tmp_pat
     with ServiceThread(Service(storm, [watched], tiny_embedder())) as st:
         for i in range(n):
             (watched / f"burst_{i:05d}.png").write_bytes(noise_png(i))
-        assert wait_until(lambda: Store(cfg.db, readonly=True).counts()["files"] == n, 300, every=1.0), (
-            Store(cfg.db, readonly=True).counts()
-        )
+        assert wait_until(lambda: Store(cfg.db, readonly=True).read.counts()["files"] == n, 300, every=1.0), Store(
+            cfg.db, readonly=True
+        ).counts()
         assert st.service.status.reconciles >= 2  # the start, and at least one overflow
     assert Store(cfg.db, readonly=True).db.execute("SELECT count(DISTINCT path) FROM files").fetchone()[0] == n
 

@@ -1,16 +1,28 @@
-"""Helpers for the watcher tests and benchmarks: distinct little images, waiting for a condition, a service
-in a thread."""
+"""Helpers shared by the tests (and the latency benchmark): distinct little images, waiting for a condition, a
+service in a thread, the shared bench-data location, pairs of groups."""
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
+
+from dupwatch.daemon.demo import load_photo
+
+BENCH_DATA = Path(
+    os.environ.get("DUPWATCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "bench-data")
+).resolve()
+
+
+def pairs_of(groups: list[list[str]]) -> set[frozenset[str]]:
+    """Every unordered pair of paths that share a group."""
+    return {frozenset((a, b)) for g in groups for i, a in enumerate(g) for b in g[i + 1 :]}
 
 
 def noise_png(seed: int, size: int = 48) -> bytes:
@@ -24,8 +36,6 @@ def noise_png(seed: int, size: int = 48) -> bytes:
 
 
 def photo_jpeg(name: str = "chelsea", quality: int = 90) -> bytes:
-    from bench.datagen import load_photo
-
     buf = io.BytesIO()
     load_photo(name).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
@@ -41,7 +51,7 @@ def wait_until(cond: Callable[[], bool], timeout: float = 30.0, every: float = 0
 
 
 class ServiceThread:
-    def __init__(self, service) -> None:  # noqa: ANN001
+    def __init__(self, service) -> None:
         self.service = service
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -52,7 +62,7 @@ class ServiceThread:
         except BaseException as e:  # surfaced by stop()
             self.error = e
 
-    def __enter__(self) -> "ServiceThread":
+    def __enter__(self) -> ServiceThread:
         self.thread.start()
         assert wait_until(lambda: self.service.status.state == "watching" or self.error is not None, 60)
         if self.error:

@@ -1,0 +1,147 @@
+"""Opening the database: WAL, pragmas, the schema as sqlite-utils migrations, and the meta table (generation
+counter, next group id).
+
+A `gen` counter is bumped by each batch that changes embeddings; each file row remembers the `gen` of its last
+change, which lets the index catch up after a crash instead of rebuilding from scratch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class StoreError(Exception):
+    """The database cannot be used (locked past the timeout, newer schema, unreadable)."""
+
+
+MIGRATIONS = Migrations("dupwatch")
+_MIGRATION_NAMES: list[str] = []
+
+
+def _migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
+    """Register a schema step; each runs once, in its own transaction, in the order they are defined."""
+    _MIGRATION_NAMES.append(fn.__name__)
+    return MIGRATIONS(name=fn.__name__)(fn)
+
+
+@_migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    """The first schema. IF NOT EXISTS: databases made before migrations were recorded already hold it."""
+    for sql in _SCHEMA_1:
+        db.execute(sql)
+
+
+_SCHEMA_1 = [
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)""",
+    """CREATE TABLE IF NOT EXISTS files (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER, mtime_ns INTEGER,
+        content_hash TEXT,
+        width INTEGER, height INTEGER, format TEXT,
+        ahash INTEGER, chash INTEGER,
+        sharpness REAL, taken_at TEXT, exif_fields INTEGER,
+        embedding BLOB,
+        status TEXT NOT NULL,
+        error TEXT,
+        gen INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS files_content_hash ON files(content_hash)",
+    "CREATE INDEX IF NOT EXISTS files_status ON files(status)",
+    "CREATE INDEX IF NOT EXISTS files_gen ON files(gen)",
+    """CREATE TABLE IF NOT EXISTS pairs (
+        a INTEGER NOT NULL REFERENCES files(id),
+        b INTEGER NOT NULL REFERENCES files(id),
+        kind TEXT NOT NULL, hamming INTEGER, cosine REAL, view INTEGER NOT NULL DEFAULT 0,
+        inliers INTEGER, created_at REAL,
+        PRIMARY KEY (a, b), CHECK (a < b)
+    )""",
+    "CREATE INDEX IF NOT EXISTS pairs_b ON pairs(b)",
+    """CREATE TABLE IF NOT EXISTS members (
+        file_id INTEGER PRIMARY KEY REFERENCES files(id),
+        group_id INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS members_group ON members(group_id)",
+    """CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added_at REAL)""",
+    """CREATE TABLE IF NOT EXISTS ignored (
+        a TEXT NOT NULL, b TEXT NOT NULL, created_at REAL, PRIMARY KEY (a, b), CHECK (a < b)
+    )""",
+    """CREATE TABLE IF NOT EXISTS actions (
+        id INTEGER PRIMARY KEY, created_at REAL NOT NULL, mode TEXT NOT NULL, target TEXT, undone_at REAL
+    )""",
+    """CREATE TABLE IF NOT EXISTS action_items (
+        id INTEGER PRIMARY KEY,
+        action_id INTEGER NOT NULL REFERENCES actions(id),
+        file_id INTEGER NOT NULL REFERENCES files(id),
+        keeper_id INTEGER REFERENCES files(id),
+        src TEXT NOT NULL, dst TEXT,
+        size INTEGER, mtime_ns INTEGER, content_hash TEXT,
+        state TEXT NOT NULL,
+        error TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS action_items_action ON action_items(action_id)",
+]
+
+
+def open_database(path: Path, readonly: bool = False, busy_timeout: float | None = None) -> sqlite_utils.Database:
+    """The database at `path`, migrated to this dupwatch's schema (unless opened read-only). A write that finds
+    the database locked waits `busy_timeout` seconds (default BUSY_TIMEOUT_S) before it fails."""
+    if readonly and not path.exists():
+        raise StoreError(f"no database at {path}: run 'dupwatch scan DIR' first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=busy_timeout or BUSY_TIMEOUT_S))
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open database {path}: {e}") from None
+    try:
+        if not readonly:
+            db.enable_wal()
+            _migrate(db, path)
+        db.execute("PRAGMA foreign_keys=on")
+        db.execute("PRAGMA synchronous=normal")
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise StoreError(f"database {path} is unusable: {e}") from None
+    return db
+
+
+def _migrate(db: sqlite_utils.Database, path: Path) -> None:
+    newer = [m.name for m in MIGRATIONS.applied(db) if m.name not in _MIGRATION_NAMES]
+    if newer:
+        raise StoreError(f"database {path} was written by a newer dupwatch (migrations {', '.join(newer)})")
+    MIGRATIONS.apply(db)
+
+
+class Meta:
+    """Small named values: the generation counter, the next group id."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return default if row is None else str(row[0])
+
+    def get_int(self, key: str, default: int = 0) -> int:
+        return int(self.get(key) or default)
+
+    def set(self, key: str, value: str | int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, str(value)])
+
+    @property
+    def gen(self) -> int:
+        return self.get_int("gen")
+
+    def next_gen(self) -> int:
+        """Call inside the batch's transaction: the rows it touches are stamped with the new value."""
+        g = self.gen + 1
+        self.set("gen", g)
+        return g

@@ -1,0 +1,35 @@
+"""What the user told dupwatch: pairs that are not duplicates (kept by content, so a decision survives renames,
+rescans and the daemon), and the folders it was asked to scan (actions never reach outside them)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import sqlite_utils
+
+
+def content_key(a: str | None, b: str | None) -> tuple[str, str]:
+    """The order-free key of a pair of contents."""
+    x, y = a or "", b or ""
+    return (x, y) if x < y else (y, x)
+
+
+class Decisions:
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def ignored(self) -> set[tuple[str, str]]:
+        return {(str(a), str(b)) for a, b in self.db.execute("SELECT a, b FROM ignored")}
+
+    def ignore(self, hash_a: str, hash_b: str) -> None:
+        if hash_a != hash_b:
+            a, b = content_key(hash_a, hash_b)
+            self.db.execute("INSERT OR IGNORE INTO ignored (a, b, created_at) VALUES (?, ?, ?)", [a, b, time.time()])
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        for r in roots:
+            self.db.execute("INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)", [r, time.time()])
+
+    def roots(self) -> list[str]:
+        return [str(r[0]) for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
