@@ -61,7 +61,15 @@ class Status:
     duplicates: int = 0
     reconciles: int = 0
     last_events: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, float] = field(default_factory=dict)  # the thresholds in force (they follow a reload)
     updated_at: float = 0.0
+
+
+_SHOWN_SETTINGS = ("cosine_threshold", "verify_inliers", "grey_inliers", "settle_seconds", "reconcile_interval")
+
+
+def _settings(cfg: Config) -> dict[str, float]:
+    return {name: getattr(cfg, name) for name in _SHOWN_SETTINGS}
 
 
 class Service:
@@ -80,7 +88,7 @@ class Service:
         self.reload_config = reload_config
         self.changes: queue.Queue[Change] = queue.Queue(maxsize=cfg.queue_size)
         self.debouncer = Debouncer(cfg.settle_seconds)
-        self.status = Status(roots=[str(r) for r in self.roots])
+        self.status = Status(roots=[str(r) for r in self.roots], settings=_settings(cfg))
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._hooks: list[tuple[subprocess.Popen[bytes], float]] = []
@@ -258,6 +266,7 @@ class Service:
         self.cfg = new.with_overrides(db=self.cfg.db)  # the database cannot change under a running daemon
         self.pipeline.reconfigure(self.cfg)
         self.debouncer.settle = self.cfg.settle_seconds
+        self.status.settings = _settings(self.cfg)
         log.info("config reloaded")
 
     # -- reporting -------------------------------------------------------------------------------------------------

@@ -84,7 +84,14 @@ class MBConvBlock(nn.Module):
         return out
 
 
-class EfficientNetLite0(nn.Module):
+class FeatureNetwork(nn.Module):
+    """A network that gives a pooled feature vector and a grid of local descriptors for a batch of images."""
+
+    def features_and_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class EfficientNetLite0(FeatureNetwork):
     """EfficientNet-Lite0; `features` gives the pooled 1280-d vector, `forward` the ImageNet logits."""
 
     def __init__(self, num_classes: int = 1000) -> None:
@@ -153,7 +160,7 @@ class Embedder(Protocol):
 class TorchEmbedder:
     """Runs a feature network in batches on CUDA when present, else CPU; returns float32 unit vectors."""
 
-    model: nn.Module
+    model: FeatureNetwork
     dim: int = EMBEDDING_DIM
     name: str = "efficientnet-lite0"
     batch_size: int = 16
@@ -177,14 +184,14 @@ class TorchEmbedder:
         with self._lock, torch.inference_mode():
             for start in range(0, len(pixels), self.batch_size):
                 x = to_input(pixels[start : start + self.batch_size]).to(self.device)
-                feats, loc = self.model.features_and_local(x)  # type: ignore[operator]
+                feats, loc = self.model.features_and_local(x)
                 glob.append(F.normalize(feats.float(), dim=1).cpu().numpy().astype(np.float32))
                 loc = F.normalize(loc.float(), dim=1).permute(0, 2, 3, 1)
                 local.append(loc.cpu().numpy().astype(np.float16))
         return np.concatenate(glob), np.concatenate(local)
 
 
-class TinyNet(nn.Module):
+class TinyNet(FeatureNetwork):
     """A stand-in with the same interface and no learned weights, for tests and load benchmarks where the real
     CNN's cost is not the point: the centred 8x8 thumbnail per channel (a crude but discriminative feature) and
     a 14x14 map of local colour as the local descriptors."""

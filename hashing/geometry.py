@@ -99,9 +99,11 @@ def aligned_agreement(a: np.ndarray, b: np.ndarray, model: np.ndarray, grid: int
     lin = model[:2, :].T  # rows: output x_b, y_b as functions of x_a, y_a
     off = cell * (model[2, :] - 0.5 * (model[0, :] + model[1, :])) + cell / 2
     coeffs = (lin[0, 0], lin[0, 1], off[0], lin[1, 0], lin[1, 1], off[1])
-    warp = lambda im: np.asarray(  # noqa: E731
-        im.transform((size, size), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR), dtype=np.float32
-    )
+
+    def warp(im: Image.Image) -> np.ndarray:
+        out = im.transform((size, size), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
+        return np.asarray(out, dtype=np.float32)
+
     warped = warp(Image.fromarray(b, mode="F"))
     inside = warp(Image.new("F", b.shape[::-1], 1.0)) > 0.999
     step = size // 4

@@ -16,6 +16,8 @@ from bench.scoring import relative, score
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.demo import generate
 
+pytestmark = pytest.mark.slow  # subprocesses and benchmark runners
+
 
 def test_scoring_matches_hand_counts() -> None:
     truth = {

@@ -42,6 +42,7 @@ def test_report_json_has_the_documented_shape(scanned_db) -> None:
 def test_report_csv_and_table(scanned_db) -> None:
     db, _ = scanned_db
     r = CliRunner().invoke(main, ["--db", str(db), "report", "--format", "csv"])
+    assert r.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert rows and {"group", "path", "size", "width", "height", "error"} <= set(rows[0])
     assert any(row["error"] for row in rows) and any(row["group"] for row in rows)
@@ -53,9 +54,11 @@ def test_status_counts(scanned_db, photo_set) -> None:
     db, _ = scanned_db
     _, truth = photo_set
     r = CliRunner().invoke(main, ["--db", str(db), "status", "--json"])
+    assert r.exit_code == 0
     counts = json.loads(r.stdout)
     assert counts["errors"] == len(truth["bad"])
     assert counts["groups"] == len(truth["groups"])
+    assert counts["daemon"] is None and counts["database"] == str(db)
 
 
 def test_query_finds_a_rotated_copy_of_an_unindexed_image(scanned_db, tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ import pytest
 from dupwatch.daemon.store import Store
 from tests.helpers import noise_png, wait_until
 
+pytestmark = pytest.mark.slow  # subprocesses and benchmark runners
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -154,16 +156,30 @@ def test_a_second_daemon_on_the_same_database_is_refused(env: dict) -> None:
         first.wait(15)
 
 
+def _settings(env: dict) -> dict:
+    try:
+        return json.loads(env["db"].with_name("d.db.status.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def test_sighup_reloads_the_config(env: dict) -> None:
     proc = _start(env)
     try:
         assert wait_until(lambda: _state(env) == "watching", 60)
+        assert _settings(env)["cosine_threshold"] == 0.8 and _settings(env)["settle_seconds"] == 0.3
+        new = env["config"].read_text().replace("settle_seconds = 0.3", "settle_seconds = 0.7")
+        env["config"].write_text(new + "cosine_threshold = 0.9\n")
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        assert wait_until(lambda: _settings(env).get("cosine_threshold") == 0.9, 10), _settings(env)
+        assert _settings(env)["settle_seconds"] == 0.7
+        env["config"].write_text("this is not toml = = =\n")  # a broken file is refused, the service goes on
+        proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: _settings(env).get("cosine_threshold") == 0.9, 3)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0 and "config reloaded" in err
+    assert proc.returncode == 0 and "config reloaded" in err and "config not reloaded" in err
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")

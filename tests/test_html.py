@@ -81,6 +81,7 @@ def test_headless_browser_shows_every_thumbnail(report_file, tmp_path: Path) -> 
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.slow
 def test_thousands_of_groups_are_paged(report_file, tmp_path: Path) -> None:
     from dataclasses import replace
 

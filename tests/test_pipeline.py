@@ -103,13 +103,16 @@ def test_rescan_skips_unchanged_files(folder: Path, cfg: Config, embedder) -> No
 def test_rename_keeps_fingerprints_and_deletion_leaves_the_group(folder: Path, cfg: Config, embedder) -> None:
     store, _ = _scan(cfg, embedder, folder)
     before = store.files.by_path(str(folder / "chelsea" / "blur.jpg"))
-    assert before is not None and store.graph.group_of(before.id) is not None
+    original = store.files.by_path(str(folder / "chelsea" / "original.jpg"))
+    assert before is not None and original is not None
+    cats = store.graph.group_of(original.id)
+    assert cats is not None and store.graph.group_of(before.id) == cats
     (folder / "renamed").mkdir()
     os.rename(folder / "chelsea" / "blur.jpg", folder / "renamed" / "cat-blurred.jpg")
     store, stats = _scan(cfg, embedder, folder)
     after = store.files.by_path(str(folder / "renamed" / "cat-blurred.jpg"))
     assert stats.moved == 1 and stats.fingerprinted == 0
-    assert after.id == before.id and store.graph.group_of(after.id) is not None
+    assert after is not None and after.id == before.id and store.graph.group_of(after.id) == cats
     (folder / "renamed" / "cat-blurred.jpg").unlink()
     store, stats = _scan(cfg, embedder, folder)
     assert stats.deleted == 1

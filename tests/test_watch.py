@@ -104,6 +104,7 @@ def test_duplicate_hook_gets_the_event_as_json(watched, cfg, embedder, tmp_path:
     assert event["event"] == "duplicate" and event["matches"][0]["path"].endswith(".jpg")
 
 
+@pytest.mark.slow
 def test_an_event_storm_of_10000_files_is_recorded_in_full(watched, cfg, tmp_path: Path) -> None:
     from dupwatch.hashing.embedding import tiny_embedder
 

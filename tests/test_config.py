@@ -1,0 +1,74 @@
+"""Config loading: defaults, a TOML file over them, flags over that; unknown keys and missing files are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from dupwatch.daemon.config import IMAGE_SUFFIXES, Config, ConfigError, load_config
+
+
+def test_defaults_when_there_is_no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.db == tmp_path / "state" / "dupwatch" / "dupwatch.db"
+    assert cfg.suffixes == IMAGE_SUFFIXES
+
+
+def test_the_user_config_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "dupwatch").mkdir()
+    (tmp_path / "dupwatch" / "config.toml").write_text("workers = 1\n")
+    assert load_config().workers == 1
+
+
+def test_sections_are_only_for_readability_and_values_are_converted(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    p = tmp_path / "c.toml"
+    p.write_text(
+        "[paths]\ndb = '~/x.db'\n"
+        f"roots = ['{photos}']\n"
+        "[matching]\ncosine_threshold = 0.7\n"
+        "[keeping]\nkeeper_rules = ['size', 'oldest']\n"
+        f"reference_dirs = ['{photos}/../archive']\n"
+        "suffixes = ['.JPG', '.Png']\n"
+    )
+    cfg = load_config(p)
+    assert cfg.db == Path("~/x.db").expanduser()
+    assert cfg.roots == (photos,)
+    assert cfg.reference_dirs == ((tmp_path / "archive").resolve(),)
+    assert cfg.cosine_threshold == 0.7
+    assert cfg.keeper_rules == ("size", "oldest")
+    assert cfg.suffixes == (".jpg", ".png")
+
+
+def test_unknown_keys_missing_files_and_broken_toml_are_errors(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[matching]\ncosine_treshold = 0.7\n")
+    with pytest.raises(ConfigError, match="cosine_treshold"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+    p.write_text("workers = \n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(p)
+
+
+def test_flags_override_the_file_and_the_config_is_frozen(tmp_path: Path) -> None:
+    cfg = Config(db=tmp_path / "a.db", workers=3)
+    new = cfg.with_overrides(workers=None, cosine_threshold=0.9)  # None: the flag was not given
+    assert (new.workers, new.cosine_threshold, cfg.cosine_threshold) == (3, 0.9, 0.8)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.workers = 1  # type: ignore[misc]
+
+
+def test_files_beside_the_database(tmp_path: Path) -> None:
+    cfg = Config(db=tmp_path / "lib.db")
+    assert cfg.index_path == tmp_path / "lib.db.hnsw"
+    assert cfg.lock_path == tmp_path / "lib.db.lock"
+    assert cfg.status_path == tmp_path / "lib.db.status.json"
+    assert cfg.events_path == tmp_path / "lib.db.events.jsonl"
