@@ -301,6 +301,8 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo(f"{'daemon':>14}: pid {daemon['pid']}, {daemon['state']}, up {time.time() - daemon['started_at']:.0f}s")
     click.echo(f"{'queue':>14}: {daemon['queue']} events, {daemon['pending']} files waiting to settle")
     click.echo(f"{'processed':>14}: {daemon['processed']} files, {daemon['duplicates']} duplicates found")
+    settings = ", ".join(f"{k} {v}" for k, v in daemon.get("settings", {}).items())
+    click.echo(f"{'settings':>14}: {settings}")
     for e in daemon["last_events"][-5:]:
         when = time.strftime("%H:%M:%S", time.localtime(e["time"]))
         click.echo(f"{'':>14}  {when} {e['event']}: {e.get('path', '')}")

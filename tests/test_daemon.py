@@ -151,6 +151,7 @@ def test_a_second_daemon_on_the_same_database_is_refused(env: dict) -> None:
             timeout=60,
         )
         assert status.returncode == 0 and "watching" in status.stdout and "queue" in status.stdout
+        assert "cosine_threshold 0.8" in status.stdout
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(15)
