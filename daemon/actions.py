@@ -1,28 +1,45 @@
 """Acting on groups, safely: every non-keeper is moved (to a quarantine, the desktop trash, or aside with a link to
-the keeper left in its place), never deleted; every move is journaled before it happens and can be undone.
+the keeper left in its place), never deleted; every step is journaled before it happens and can be undone.
 
-Refused, with the reason recorded: files outside the roots dupwatch scanned, files that changed since they were
-scanned (size, mtime or content hash), destinations that are already taken.
+The journal is crash-consistent. An item is marked `moving` (committed) before its file is touched and `done` only
+after the move (and the link, if any) is complete; `undo` marks it `restoring` before it touches the file again.
+Whatever instant a process is killed at, the disk is in a state that `_bring_back` recognises (see safefs), so
+`undo` puts every file of the action back, and never reports the action undone while one of them is not.
+
+Refused, with the reason recorded, before anything moves and again right before each move: a keeper that is gone,
+changed, a symlink, outside the roots or inside a quarantine; a file that changed since it was scanned, is a
+symlink, or lies outside the roots; a destination that is already taken.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import logging
 import os
-import shutil
-import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dupwatch.daemon.files import is_under
 from dupwatch.daemon.keeper import DEFAULT_RULES, choose
 from dupwatch.daemon.records import FileRecord, FileStatus
-from dupwatch.daemon.store import ActionMode, ItemState, Store
-from dupwatch.hashing.fingerprint import content_hash
+from dupwatch.daemon.safefs import (
+    PARTIAL,
+    Expected,
+    UnsafeError,
+    check_regular_and_unchanged,
+    file_digest,
+    find_in_trash,
+    remove_partial,
+    safe_move,
+    same_inode,
+)
+from dupwatch.daemon.store import ActionItem, ActionMode, ItemState, Store
 
 log = logging.getLogger(__name__)
+
+_LINK_MODES = (ActionMode.HARDLINK, ActionMode.SYMLINK)
+_IN_FLIGHT = (ItemState.MOVING, ItemState.DONE, ItemState.RESTORING)  # the file may not be at its place
 
 
 class ActionError(Exception):
@@ -33,8 +50,26 @@ class ActionError(Exception):
 class Step:
     file: FileRecord
     keeper: FileRecord
-    dst: str | None  # where the file goes (quarantine path); None for the trash
+    dst: str | None  # where the file goes (quarantine path); None for the trash or a dry run without a target
     refused: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What `execute` did, counted from what happened, not from what was planned."""
+
+    action_id: int
+    moved: int = 0
+    refused: list[Step] = field(default_factory=list)
+    failed: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class UndoOutcome:
+    action_id: int
+    restored: int = 0  # files put back by this call
+    refusals: list[str] = field(default_factory=list)  # files that could not be put back, with the reason
+    complete: bool = False  # every file of the action is back where it was
 
 
 def quarantine_path(quarantine: Path, src: str) -> Path:
@@ -42,17 +77,29 @@ def quarantine_path(quarantine: Path, src: str) -> Path:
     return quarantine / src.lstrip("/")
 
 
-def _unchanged(rec: FileRecord) -> str | None:
-    try:
-        st = os.stat(rec.path, follow_symlinks=False)
-    except OSError as e:
-        return f"cannot stat: {e.strerror}"
-    if (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
-        return "changed since it was scanned (size or mtime differ); rescan first"
-    with open(rec.path, "rb") as f:
-        if content_hash(f.read()) != rec.content_hash:
-            return "changed since it was scanned (content differs); rescan first"
-    return None
+def _expected(rec: FileRecord | ActionItem) -> Expected:
+    return Expected(rec.size, rec.mtime_ns, rec.content_hash)
+
+
+def _check_keeper(keeper: FileRecord, roots: Sequence[str], quarantines: Sequence[str]) -> None:
+    if not any(is_under(keeper.path, r) for r in roots):
+        raise UnsafeError(errno.EPERM, f"the keeper {keeper.path} is outside the scanned roots")
+    if any(is_under(keeper.path, q) for q in quarantines):
+        raise UnsafeError(errno.EPERM, f"the keeper {keeper.path} is inside a quarantine")
+    check_regular_and_unchanged(keeper.path, _expected(keeper), "keeper")
+
+
+def _check_file(step: Step, mode: ActionMode, roots: Sequence[str], quarantines: Sequence[str]) -> None:
+    path = step.file.path
+    if not any(is_under(path, r) for r in roots):
+        raise UnsafeError(errno.EPERM, "outside the scanned roots")
+    if any(is_under(path, q) for q in quarantines):
+        raise UnsafeError(errno.EPERM, "already inside a quarantine")
+    if step.dst is not None and (os.path.lexists(step.dst) or os.path.lexists(step.dst + PARTIAL)):
+        raise UnsafeError(errno.EEXIST, f"the quarantine already holds {step.dst}")
+    check_regular_and_unchanged(path, _expected(step.file))
+    if mode == ActionMode.HARDLINK and os.stat(path).st_dev != os.stat(step.keeper.path).st_dev:
+        raise UnsafeError(errno.EXDEV, "the keeper is on another filesystem: no hard link possible")
 
 
 def plan(
@@ -63,9 +110,9 @@ def plan(
     rules: Sequence[str] = (),
     reference_dirs: Sequence[str] = (),
 ) -> list[Step]:
-    if mode != ActionMode.TRASH and quarantine is None:
-        raise ActionError("--move-to QUARANTINE is required (files are moved there, never deleted)")
+    """The steps for every group (or `groups`), each with its refusal, if any. Nothing is touched."""
     roots = store.decisions.roots()
+    quarantines = store.journal.quarantines() + ([str(quarantine)] if quarantine else [])
     selected = set(groups)
     groups_now = store.read.groups()
     missing = selected - {gid for gid, _ in groups_now}
@@ -76,82 +123,32 @@ def plan(
         if selected and gid not in selected:
             continue
         decision = choose(members, rules or DEFAULT_RULES, reference_dirs)
+        try:
+            _check_keeper(decision.keeper, roots, quarantines)
+            keeper_problem = None
+        except UnsafeError as e:
+            keeper_problem = f"group {gid} refused: {e.strerror}"
         for rec in decision.remove:
-            dst = None if quarantine is None or mode == ActionMode.TRASH else str(quarantine_path(quarantine, rec.path))
-            step = Step(rec, decision.keeper, dst)
-            if not any(is_under(rec.path, r) for r in roots):
-                step.refused = "outside the scanned roots"
-            elif quarantine is not None and is_under(rec.path, str(quarantine)):
-                step.refused = "already inside the quarantine"
-            elif dst is not None and os.path.lexists(dst):
-                step.refused = f"the quarantine already holds {dst}"
-            else:
-                step.refused = _unchanged(rec)
+            dst = None
+            if quarantine is not None and mode != ActionMode.TRASH:
+                dst = str(quarantine_path(quarantine, rec.path))
+            step = Step(rec, decision.keeper, dst, keeper_problem)
+            if step.refused is None:
+                try:
+                    _check_file(step, mode, roots, quarantines)
+                except UnsafeError as e:
+                    step.refused = e.strerror
+                except OSError as e:
+                    step.refused = f"cannot check it: {e.strerror}"
             steps.append(step)
     return steps
 
 
-def _copy_verified(src: str, dst: str) -> None:
-    """Across filesystems: copy to a new file (never over an existing one), fsync, check the bytes, then drop the
-    source. Only a verified copy ever replaces the original."""
-    with open(src, "rb") as f:
-        data = f.read()
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    shutil.copystat(src, dst)
-    with open(dst, "rb") as f:
-        if hashlib.blake2b(f.read()).digest() != hashlib.blake2b(data).digest():
-            raise OSError(f"copy of {src} to {dst} does not match the original; the original is untouched")
-    os.unlink(src)  # the verified copy now holds the photo: this completes a move, it loses nothing
-
-
-def safe_move(src: str, dst: str) -> None:
-    """Move without ever overwriting: link + unlink on one filesystem, verified copy across filesystems."""
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    if os.path.lexists(dst):
-        raise FileExistsError(f"{dst} already exists")
-    try:
-        os.link(src, dst, follow_symlinks=False)  # fails if dst appeared meanwhile: no clobbering
-        os.unlink(src)  # dst is now the same inode: this completes a move
-    except OSError as e:
-        if e.errno in (18, 1, 95, 38):  # EXDEV, EPERM, EOPNOTSUPP, ENOSYS: no hard links here
-            _copy_verified(src, dst)
-        else:
-            raise
-
-
-def _trash_info_dirs(src: str) -> list[Path]:
-    home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "Trash"
-    dirs = [home]
-    parts = Path(src).parts
-    for i in range(len(parts) - 1, 0, -1):  # per-volume trash folders of the freedesktop spec
-        top = Path(*parts[:i])
-        dirs += [top / ".Trash" / str(os.getuid()), top / f".Trash-{os.getuid()}"]
-    return dirs
-
-
-def find_in_trash(src: str) -> tuple[Path, Path] | None:
-    """(trashed file, its .trashinfo) for the most recent trashing of src, per the freedesktop trash spec."""
-    best: tuple[str, Path, Path] | None = None
-    for d in _trash_info_dirs(src):
-        info = d / "info"
-        if not info.is_dir():
-            continue
-        for ti in info.glob("*.trashinfo"):
-            fields = dict(line.split("=", 1) for line in ti.read_text(errors="replace").splitlines() if "=" in line)
-            path = urllib.parse.unquote(fields.get("Path", ""))
-            if not os.path.isabs(path):
-                path = str(d.parent.parent / path)
-            if path == src and (best is None or fields.get("DeletionDate", "") > best[0]):
-                best = (fields.get("DeletionDate", ""), d / "files" / ti.name[: -len(".trashinfo")], ti)
-    return None if best is None else (best[1], best[2])
-
-
-def execute(store: Store, steps: Sequence[Step], mode: ActionMode, quarantine: Path | None) -> tuple[int, list[Step]]:
-    """Journal every step, then carry them out one by one; returns the action id and the steps that failed."""
+def execute(store: Store, steps: Sequence[Step], mode: ActionMode, quarantine: Path | None) -> Outcome:
+    """Journal every step, then carry them out one by one, checking the keeper and the file again right before
+    each move. A step that fails is rolled back on the spot (the file stays where it was)."""
+    if mode != ActionMode.TRASH and quarantine is None:
+        raise ActionError("--move-to QUARANTINE is required (files are moved there, never deleted)")
     journal = store.journal
     with store.atomic():
         action_id = journal.begin(mode, None if quarantine is None else str(quarantine))
@@ -159,96 +156,154 @@ def execute(store: Store, steps: Sequence[Step], mode: ActionMode, quarantine: P
         for item_id, s in items:
             if s.refused:
                 journal.set_item_state(item_id, ItemState.REFUSED, s.refused)
-    failed: list[Step] = []
+    out = Outcome(action_id, refused=[s for s in steps if s.refused])
+    roots = store.decisions.roots()
+    quarantines = store.journal.quarantines()
     for item_id, s in items:
         if s.refused:
             continue
-        src = s.file.path
-        try:
-            dst = s.dst
-            if mode == ActionMode.TRASH:
-                from send2trash import send2trash
-
-                send2trash(src)
-                found = find_in_trash(src)
-                dst = None if found is None else str(found[0])
-            elif s.dst is None:
-                raise OSError(f"no place in the quarantine was planned for {src}")
-            else:
-                safe_move(src, s.dst)
-                if mode == ActionMode.HARDLINK:
-                    os.link(s.keeper.path, src)
-                elif mode == ActionMode.SYMLINK:
-                    os.symlink(s.keeper.path, src)
+        try:  # the last look before anything moves
+            _check_keeper(s.keeper, roots, quarantines)
+            _check_file(s, mode, roots, quarantines)
         except OSError as e:
-            s.refused = f"failed: {e}"
-            failed.append(s)
+            s.refused = e.strerror or str(e)
+            journal.set_item_state(item_id, ItemState.REFUSED, s.refused)
+            out.refused.append(s)
+            log.warning("%s: refused: %s", s.file.path, s.refused)
+            continue
+        with store.atomic():
+            journal.set_item_state(item_id, ItemState.MOVING)
+        try:
+            dst = _move_away(s, mode)
+        except OSError as e:
+            s.refused = f"failed: {e.strerror or e}"
+            out.failed.append(s)
+            log.error("%s: %s", s.file.path, s.refused)
+            item = _item(store, action_id, item_id)
+            try:
+                _bring_back(item, mode, s.keeper.path)
+            except OSError as back:  # left `moving`: undo will look again
+                journal.set_item_state(item_id, ItemState.MOVING, f"{s.refused}; not rolled back: {back}")
+                continue
             journal.set_item_state(item_id, ItemState.FAILED, s.refused)
-            log.error("%s: %s", src, s.refused)
             continue
         with store.atomic():
             journal.set_item_state(item_id, ItemState.DONE, dst=dst)
             store.files.set_status([s.file.id], FileStatus.RESOLVED, store.next_gen())
             store.graph.regroup([s.file.id])
-        log.info("%s %s -> %s", mode, src, dst or "trash")
-    return action_id, failed
+        out.moved += 1
+        log.info("%s %s -> %s", mode, s.file.path, dst or "trash")
+    return out
 
 
-def undo(store: Store, action_id: int | None = None) -> tuple[int, list[str]]:
-    """Put every file of an action back exactly where it was; refuse (per file, with a reason) where the place is
-    taken or the file is no longer where dupwatch put it. Returns the action id and the refusals."""
+def _move_away(s: Step, mode: ActionMode) -> str | None:
+    src = s.file.path
+    if mode == ActionMode.TRASH:
+        from send2trash import send2trash
+
+        send2trash(src)
+        found = find_in_trash(src)
+        return None if found is None else str(found[0])
+    if s.dst is None:
+        raise OSError(errno.EINVAL, f"no place in the quarantine was planned for {src}")
+    safe_move(src, s.dst)
+    if mode == ActionMode.HARDLINK:
+        os.link(s.keeper.path, src)
+    elif mode == ActionMode.SYMLINK:
+        os.symlink(s.keeper.path, src)
+    return s.dst
+
+
+def _item(store: Store, action_id: int, item_id: int) -> ActionItem:
+    act = store.journal.action(action_id)
+    assert act is not None
+    return next(i for i in act.items if i.id == item_id)
+
+
+def _is_our_link(src: str, mode: ActionMode, keeper: str | None) -> bool:
+    """Is `src` the link `resolve` left in the file's place (and not the file itself)?"""
+    if keeper is None or mode not in _LINK_MODES or not os.path.lexists(src):
+        return False
+    if mode == ActionMode.SYMLINK:
+        return os.path.islink(src) and os.readlink(src) == keeper
+    return not os.path.islink(src) and same_inode(src, keeper)
+
+
+def _bring_back(item: ActionItem, mode: ActionMode, keeper: str | None) -> bool:
+    """Put the file of `item` back at its place from whatever state an interrupted move or restore left; True
+    when something was moved back. Raises OSError (nothing touched) when that cannot be done safely."""
+    src = item.src
+    dst: str | None = item.dst
+    trash_info = None
+    if mode == ActionMode.TRASH:
+        found = find_in_trash(src)
+        dst, trash_info = (None, None) if found is None else (str(found[0]), found[1])
+    elif dst is not None:
+        remove_partial(dst)  # our own unfinished copies, never a user's file
+    remove_partial(src)
+    if _is_our_link(src, mode, keeper):
+        if dst is None or not os.path.lexists(dst):
+            raise OSError(errno.ENOENT, f"{src}: the photo is not in {dst or 'the trash'}; the link was left")
+        os.unlink(src)  # only the link dupwatch made: the keeper and the quarantined file still hold the bytes
+    there = dst is not None and os.path.lexists(dst)
+    if os.path.lexists(src):
+        if not there:
+            return False  # it never left
+        assert dst is not None
+        # Both names exist: a move stopped between link and unlink (one file, two names), or a verified copy
+        # stopped before the original went (two identical files). Either way the quarantine's name goes.
+        halfway = same_inode(src, dst) or (_holds(src, item) and _holds(dst, item))
+        if not halfway:
+            raise FileExistsError(errno.EEXIST, f"{src} is taken by another file; the photo stays in {dst}")
+        os.unlink(dst)
+        if trash_info is not None:
+            trash_info.unlink()
+        return True
+    if not there or dst is None:
+        raise FileNotFoundError(errno.ENOENT, f"{src} is neither in its place nor in {dst or 'the trash'}")
+    safe_move(dst, src)
+    if trash_info is not None:
+        trash_info.unlink()  # the trash's own record of a file that is back
+    return True
+
+
+def _holds(path: str, item: ActionItem) -> bool:
+    try:
+        return file_digest(path) == item.content_hash
+    except OSError:
+        return False
+
+
+def undo(store: Store, action_id: int | None = None) -> UndoOutcome:
+    """Put every file of an action back exactly where it was, from any state an interrupted resolve or undo left;
+    refuse (per file, with a reason) where the place is taken or the file is not where dupwatch put it."""
     journal = store.journal
     act = journal.action(action_id)
     if act is None:
         raise ActionError("nothing to undo" if action_id is None else f"no action #{action_id}")
     if act.undone_at is not None:
         raise ActionError(f"action #{act.id} was already undone")
-    refusals: list[str] = []
+    out = UndoOutcome(act.id)
     keepers = store.files.many(i.keeper_id for i in act.items if i.keeper_id is not None)
-    mode = act.mode
     for item in reversed(act.items):
-        if item.state != ItemState.DONE:
+        if item.state not in _IN_FLIGHT:
             continue
-        src, dst = item.src, item.dst
+        keeper = None if item.keeper_id is None or item.keeper_id not in keepers else keepers[item.keeper_id].path
+        with store.atomic():
+            journal.set_item_state(item.id, ItemState.RESTORING)
         try:
-            if mode in (ActionMode.HARDLINK, ActionMode.SYMLINK):
-                keeper = None if item.keeper_id is None else keepers.get(item.keeper_id)
-                ours = (
-                    keeper is not None
-                    and os.path.lexists(src)
-                    and (
-                        (mode == ActionMode.SYMLINK and os.path.islink(src) and os.readlink(src) == keeper.path)
-                        or (
-                            mode == ActionMode.HARDLINK
-                            and not os.path.islink(src)
-                            and os.path.samefile(src, keeper.path)
-                        )
-                    )
-                )
-                if not ours:
-                    raise FileExistsError(f"{src} is no longer the link dupwatch made; left as it is")
-                os.unlink(src)  # only the link dupwatch made: the keeper still holds those bytes
-            elif os.path.lexists(src):
-                raise FileExistsError(f"{src} is taken by another file; left in {dst or 'the trash'}")
-            if mode == ActionMode.TRASH:
-                found = find_in_trash(src)
-                if found is None:
-                    raise FileNotFoundError(f"{src} is no longer in the trash")
-                safe_move(str(found[0]), src)
-                found[1].unlink()  # the trash's own bookkeeping entry for a file that is now restored
-            else:
-                if not dst or not os.path.lexists(dst):
-                    raise FileNotFoundError(f"{dst} is no longer in the quarantine")
-                safe_move(dst, src)
+            moved = _bring_back(item, act.mode, keeper)
         except OSError as e:
-            refusals.append(str(e))
-            log.error("undo: %s", e)
+            out.refusals.append(e.strerror or str(e))
+            log.error("undo: %s", e.strerror or e)
             continue
         with store.atomic():
             journal.set_item_state(item.id, ItemState.UNDONE)
             store.files.set_status([item.file_id], FileStatus.OK, store.next_gen())
             store.graph.regroup([item.file_id])
-    if not refusals:
+        out.restored += int(moved)
+    out.complete = not out.refusals
+    if out.complete:
         with store.atomic():
             journal.mark_undone(act.id)
-    return act.id, refusals
+    return out

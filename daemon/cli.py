@@ -372,7 +372,8 @@ def demo(obj: Context, folder: Path | None) -> None:
 @click.option(
     "--symlink", "mode", flag_value="symlink", help="Move to the quarantine and leave a symlink to the keeper."
 )
-@click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing (no --move-to needed).")
+@click.option("--yes", "-y", is_flag=True, help="Act on every group without asking (for scripts).")
 @keeper_options
 @click.pass_obj
 def resolve(
@@ -381,6 +382,7 @@ def resolve(
     quarantine: Path | None,
     mode: str | None,
     dry_run: bool,
+    yes: bool,
     keep_by: str | None,
     reference_dirs: tuple[Path, ...],
 ) -> None:
@@ -392,27 +394,46 @@ def resolve(
     action_mode = ActionMode(mode or ActionMode.MOVE)
     cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs)
     quarantine = quarantine.resolve() if quarantine else None
+    if not dry_run and action_mode != ActionMode.TRASH and quarantine is None:
+        raise click.UsageError("--move-to QUARANTINE is required (files are moved there, never deleted)")
     with _writing(cfg) as store:
         try:
             steps = plan(store, action_mode, quarantine, groups, cfg.keeper_rules, [str(d) for d in cfg.reference_dirs])
         except ActionError as e:
             raise click.UsageError(str(e)) from None
-        for s in steps:
-            where = s.dst or "the trash"
-            verb = "would move" if dry_run else "moving"
-            line = f"refused {s.file.path}: {s.refused}" if s.refused else f"{verb} {s.file.path} -> {where}"
-            click.echo(f"{line}  (keeping {s.keeper.path})")
+        ready = [s for s in steps if s.refused is None]
+        where = "the trash" if action_mode == ActionMode.TRASH else str(quarantine or "the quarantine")
         if dry_run:
-            moved = sum(s.refused is None for s in steps)
-            click.echo(f"{moved} files would be moved, {len(steps) - moved} refused (dry run)", err=True)
+            for s in steps:
+                line = f"refused {s.file.path}: {s.refused}" if s.refused else f"would move {s.file.path} -> {where}"
+                click.echo(f"{line}  (keeping {s.keeper.path})")
+            click.echo(f"{len(ready)} files would be moved, {len(steps) - len(ready)} refused (dry run)", err=True)
             return
-        if not steps:
-            click.echo("nothing to do", err=True)
-            return
-        action_id, failed = execute(store, steps, action_mode, quarantine)
-        done = sum(s.refused is None for s in steps) - len(failed)
-        click.echo(f"action #{action_id}: {done} files moved; undo with: dupwatch undo {action_id}", err=True)
-        if failed or any(s.refused for s in steps):
+        if not ready:
+            for s in steps:
+                click.echo(f"refused {s.file.path}: {s.refused}")
+            click.echo("nothing to do" if not steps else f"nothing to do: all {len(steps)} files refused", err=True)
+            sys.exit(1 if steps else 0)
+        if not groups and not yes:
+            size = sum(s.file.size for s in ready)
+            summary = f"{len(ready)} files ({size / 1e6:.1f} MB) of every group would be moved to {where}"
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                raise click.UsageError(f"{summary}: name the groups, or pass --yes (nothing is asked off a terminal)")
+            if not click.confirm(f"{summary}; {len(steps) - len(ready)} refused. Go ahead?", err=True):
+                click.echo("nothing moved", err=True)
+                return
+        out = execute(store, steps, action_mode, quarantine)
+        for s in steps:
+            if s.refused:
+                click.echo(f"{'failed' if s in out.failed else 'refused'} {s.file.path}: {s.refused}")
+            else:
+                click.echo(f"moved {s.file.path} -> {s.dst or 'the trash'}  (keeping {s.keeper.path})")
+        click.echo(
+            f"action #{out.action_id}: {out.moved} files moved, {len(out.refused)} refused, {len(out.failed)} failed; "
+            f"undo with: dupwatch undo {out.action_id}",
+            err=True,
+        )
+        if out.failed or out.refused:
             sys.exit(1)
 
 
@@ -426,14 +447,17 @@ def undo(obj: Context, action_id: int | None) -> None:
 
     with _writing(obj.cfg) as store:
         try:
-            done_id, refusals = undo_action(store, action_id)
+            out = undo_action(store, action_id)
         except ActionError as e:
             _fail(str(e))
-        for r in refusals:
+        for r in out.refusals:
             click.echo(f"refused: {r}", err=True)
-        if refusals:
-            _fail(f"action #{done_id} partly undone: {len(refusals)} files could not be put back")
-        click.echo(f"action #{done_id} undone", err=True)
+        if not out.complete:
+            _fail(
+                f"action #{out.action_id} is not undone: {out.restored} files put back, {len(out.refusals)} could not "
+                f"be; deal with the reasons above and run 'dupwatch undo {out.action_id}' again"
+            )
+        click.echo(f"action #{out.action_id} undone: {out.restored} files put back", err=True)
 
 
 @main.command()

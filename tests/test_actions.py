@@ -89,8 +89,8 @@ def test_resolve_then_undo_restores_every_byte_and_path(
     steps = plan(store, mode, quarantine)
     assert {Path(s.file.path).name for s in steps} == {"frame1.jpg", "frame3.jpg", "coffee_small.jpg"}
     assert all(s.refused is None for s in steps)
-    action_id, failed = execute(store, steps, mode, quarantine)
-    assert not failed
+    out = execute(store, steps, mode, quarantine)
+    assert (out.moved, out.failed, out.refused) == (3, [], [])
     for s in steps:
         assert Path(s.dst).read_bytes() and store.files.get(s.file.id).status == FileStatus.RESOLVED
         if mode == ActionMode.MOVE:
@@ -101,7 +101,8 @@ def test_resolve_then_undo_restores_every_byte_and_path(
             assert os.readlink(s.file.path) == s.keeper.path
     assert Path(steps[0].dst) == quarantine / steps[0].file.path.lstrip("/")  # full path kept: no collisions
     assert store.read.groups() == []
-    assert undo(store, action_id) == (action_id, [])
+    back = undo(store, out.action_id)
+    assert (back.restored, back.refusals, back.complete) == (3, [], True)
     assert _tree(album) == before
     assert not any(os.path.islink(p) for p in album.rglob("*"))
     assert len(store.read.groups()) == 2
@@ -120,11 +121,12 @@ def test_trash_mode_and_its_undo(
         None,
         groups=[store.graph.group_of(store.files.by_path(str(album / "trip/coffee.jpg")).id)],
     )
-    action_id, failed = execute(store, steps, ActionMode.TRASH, None)
-    assert not failed and not (album / "trip/coffee_small.jpg").exists()
+    out = execute(store, steps, ActionMode.TRASH, None)
+    assert out.moved == 1 and not out.failed and not (album / "trip/coffee_small.jpg").exists()
     assert (tmp_path / "xdg/Trash/files/coffee_small.jpg").exists()
-    undo(store, action_id)
+    assert undo(store, out.action_id).complete
     assert _tree(album) == before
+    assert not list((tmp_path / "xdg/Trash/info").iterdir())  # the trash's record went with the file
 
 
 def test_changed_files_and_paths_outside_the_roots_are_refused(
@@ -145,17 +147,18 @@ def test_changed_files_and_paths_outside_the_roots_are_refused(
         store.db.execute("UPDATE files SET status = 'ok'")
         store.graph.regroup([r for (r,) in store.db.execute("SELECT id FROM files")])
     refused = [s for s in plan(store, ActionMode.MOVE, tmp_path / "q2") if s.file.path.startswith(str(album / "burst"))]
-    assert refused and all(s.refused == "outside the scanned roots" for s in refused)
+    # the burst's keeper is outside the roots too: the whole group is refused, naming it
+    assert refused and all("keeper" in (s.refused or "") and "outside the scanned roots" in s.refused for s in refused)
 
 
 def test_undo_refuses_when_the_place_is_taken(album: Path, cfg: Config, embedder, tmp_path: Path) -> None:
     store = _scan(cfg, embedder, album)
     steps = plan(store, ActionMode.MOVE, tmp_path / "q")
-    action_id, _ = execute(store, steps, ActionMode.MOVE, tmp_path / "q")
+    out = execute(store, steps, ActionMode.MOVE, tmp_path / "q")
     taken = Path(steps[0].file.path)
     taken.write_bytes(b"a new photo the user saved here meanwhile")
-    _, refusals = undo(store, action_id)
-    assert len(refusals) == 1 and "taken" in refusals[0]
+    back = undo(store, out.action_id)
+    assert len(back.refusals) == 1 and "taken" in back.refusals[0] and not back.complete
     assert taken.read_bytes() == b"a new photo the user saved here meanwhile"
     assert Path(steps[0].dst).exists()  # still safe in the quarantine
     assert all(Path(s.file.path).exists() for s in steps[1:])
@@ -169,7 +172,9 @@ def test_cli_dry_run_resolve_undo_and_journal(album: Path, tmp_path: Path) -> No
     dry = run(main, ["--db", db, "resolve", "--move-to", str(q), "--dry-run"])
     assert dry.exit_code == 0 and "would move" in dry.stdout and _tree(album) == before and not q.exists()
     assert run(main, ["--db", db, "resolve"]).exit_code == 2  # no quarantine named: refuse, move nothing
-    done = run(main, ["--db", db, "resolve", "--move-to", str(q)])
+    asked = run(main, ["--db", db, "resolve", "--move-to", str(q)])  # every group, no terminal, no --yes
+    assert asked.exit_code == 2 and "--yes" in asked.stderr and _tree(album) == before
+    done = run(main, ["--db", db, "resolve", "--move-to", str(q), "--yes"])
     assert done.exit_code == 0, done.output
     assert len(_tree(q)) == 3 and "action #1" in done.stderr
     journal = run(main, ["--db", db, "actions"])

@@ -21,11 +21,16 @@ class ActionMode(StrEnum):
 
 
 class ItemState(StrEnum):
-    PLANNED = "planned"
-    REFUSED = "refused"  # never attempted: the reason is in `error`
-    DONE = "done"
-    FAILED = "failed"
-    UNDONE = "undone"
+    """Where an item's file is, as far as the journal knows. Every state is committed before the disk is touched
+    for the next step, so after a crash `moving` and `restoring` mean "look on disk" (actions._bring_back)."""
+
+    PLANNED = "planned"  # at its place; nothing touched yet
+    REFUSED = "refused"  # never attempted: the reason is in `error`; at its place
+    MOVING = "moving"  # being moved away: at its place, in the quarantine, or half-way (both names)
+    DONE = "done"  # in the quarantine or the trash (a link in its place for link modes)
+    FAILED = "failed"  # the move failed and was rolled back: at its place
+    RESTORING = "restoring"  # being put back by undo
+    UNDONE = "undone"  # back at its place
 
 
 @dataclass
