@@ -14,11 +14,15 @@ import argparse
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.scoring import Score, relative, score
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.store import Store
+
+if TYPE_CHECKING:
+    from dupwatch.hashing.embedding import Embedder
 
 BENCH_DATA = Path(__file__).resolve().parents[2] / "shared" / "bench-data"
 THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -41,7 +45,7 @@ def load_sets(generated_size: int, bench_data: bool, workdir: Path) -> list[tupl
     return sets
 
 
-def scan(cfg: Config, root: Path, embedder) -> Store:  # noqa: ANN001
+def scan(cfg: Config, root: Path, embedder: Embedder) -> Store:
     store = Store(cfg.db)
     with open_pipeline(cfg, store, embedder) as p:
         p.scan([root])
@@ -123,7 +127,7 @@ def main() -> None:
             store = scan(permissive, root, embedder)
             sweeps[name] = sweep(recorded_pairs(store), truth, root, defaults.grey_inliers, defaults.verify_low)
             real = scan(replace(defaults, db=work / f"d{n}.db"), root, embedder)
-            groups = [[r.path for r in recs] for _, recs in real.groups()]
+            groups = [[r.path for r in recs] for _, recs in real.read.groups()]
             s = score(truth, relative(groups, root))
             flips = score(truth, relative(groups, root), exclude=frozenset({"flip"}))
             print(

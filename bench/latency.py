@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import operator
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,7 @@ def latency(files: int, work: Path) -> list[float]:
             with open(path, "wb") as f:
                 f.write(buf.getvalue())
             closed = time.monotonic()
-            if not wait_until(lambda p=str(path): p in seen, 30, every=0.005):
+            if not wait_until(partial(operator.contains, seen, str(path)), 30, every=0.005):
                 raise RuntimeError(f"no duplicate event for {path}")
             out.append(seen[str(path)] - closed)
     return out

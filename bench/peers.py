@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class PeerRun:
     unavailable: str | None = None
 
 
-def install(log=print) -> None:  # noqa: ANN001
+def install(log: Callable[[str], None] = print) -> None:
     """Idempotent: a venv for imagededup's hashing methods, Debian's findimagedupes where apt is usable."""
     py = PEERS_VENV / "bin" / "python"
     if not py.exists():

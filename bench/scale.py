@@ -39,7 +39,8 @@ def _embeddings(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.nda
     v = centres[rng.integers(0, len(centres), n)] + (0.5 / np.sqrt(DIM)) * rng.standard_normal((n, DIM)).astype(
         np.float32
     )
-    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
+    out: np.ndarray = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
+    return out
 
 
 def run(n: int, workdir: Path) -> dict[str, float]:

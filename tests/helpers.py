@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from dupwatch.daemon.demo import load_photo
+from dupwatch.daemon.service import Service
 
 BENCH_DATA = Path(
     os.environ.get("DUPWATCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "bench-data")
@@ -51,7 +52,7 @@ def wait_until(cond: Callable[[], bool], timeout: float = 30.0, every: float = 0
 
 
 class ServiceThread:
-    def __init__(self, service) -> None:
+    def __init__(self, service: Service) -> None:
         self.service = service
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
