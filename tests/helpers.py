@@ -3,11 +3,14 @@ service in a thread, the shared bench-data location, pairs of groups."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +88,34 @@ def write_slowly(path: Path, data: bytes, chunks: int = 5, pause: float = 0.3) -
             f.write(data[i : i + step])
             f.flush()
             time.sleep(pause)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every regular file under root -> sha256 of its bytes (symlinks as 'link -> target')."""
+    out: dict[str, str] = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath, f)
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = f"link -> {os.readlink(p)}"
+            else:
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@contextmanager
+def tmpfs(where: Path, size: str = "1m", readonly: bool = False) -> Iterator[Path]:
+    """A small tmpfs mounted at `where` (a full disk, or a read-only one, on demand); skips where mounting is not
+    allowed (not root, no CAP_SYS_ADMIN)."""
+    import pytest
+
+    where.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if readonly else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
