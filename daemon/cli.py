@@ -44,12 +44,34 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _lossless_output() -> None:
+    """File names that are not UTF-8 (held as surrogates) print as their original bytes, as `ls` shows them,
+    instead of raising UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="surrogateescape")
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"Error: {message}", err=True)
     sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Errors of the database (damaged, not dupwatch's, locked) end any command with one line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StoreError as e:
+            _fail(str(e))
+        except sqlite3.DatabaseError as e:
+            db = ctx.obj.cfg.db if isinstance(ctx.obj, Context) else "the database"
+            _fail(f"database {db}: {e} (damaged? a backup, or a new scan into a new database, gets you going again)")
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite database (default: state dir).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
@@ -58,6 +80,7 @@ def _fail(message: str) -> NoReturn:
 @click.pass_context
 def main(ctx: click.Context, db: Path | None, config_path: Path | None, verbose: int, quiet: bool) -> None:
     """Find near-duplicate photos: fingerprints, CNN embeddings and an HNSW index, recorded in SQLite."""
+    _lossless_output()
     _setup_logging(verbose, quiet)
     try:
         cfg = load_config(config_path)
@@ -220,7 +243,7 @@ def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, refere
         click.echo(f"wrote {out}", err=True)
         return
     with contextlib.ExitStack() as stack:
-        fh: IO[str] = stack.enter_context(open(out, "w", newline="")) if out else sys.stdout
+        fh: IO[str] = stack.enter_context(open(out, "w", newline="", errors="surrogateescape")) if out else sys.stdout
         if fmt == "json":
             json.dump(to_json(rep), fh, indent=1)
             fh.write("\n")
@@ -267,13 +290,18 @@ def query(obj: Context, image: Path, k: int, fmt: str) -> None:
         click.echo(json.dumps({"query": str(image.resolve()), "results": results}, indent=1))
         return
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title=f"look-alikes of {image}", title_justify="left")
+    t = Table(title=Text(f"look-alikes of {image}"), title_justify="left")
     for col in ("cosine", "view", "duplicate", "group", "path"):
         t.add_column(col, overflow="fold")
     for r in results:
         t.add_row(
-            f"{r['cosine']:.3f}", str(r["view"]), "yes" if r["duplicate"] else "", str(r["group"] or ""), str(r["path"])
+            f"{r['cosine']:.3f}",
+            str(r["view"]),
+            "yes" if r["duplicate"] else "",
+            str(r["group"] or ""),
+            Text(str(r["path"])),
         )
     Console().print(t)
 

@@ -9,6 +9,7 @@ import fnmatch
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,32 @@ def is_candidate(path: str | Path, suffixes: Iterable[str], exclude: Iterable[Pa
     return not any(is_under(path, e) for e in exclude)
 
 
-def walk_images(roots: Iterable[Path], suffixes: Iterable[str], exclude: Iterable[Path] = ()) -> Iterator[str]:
-    """Absolute paths of candidate images under roots, hidden folders skipped, symlinks not followed."""
+@dataclass
+class Tree:
+    """What a walk of the roots found: candidate paths, and the folders it could not list (with the reason)."""
+
+    paths: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    def in_unreadable(self, path: str) -> bool:
+        return any(is_under(path, folder) for folder, _ in self.unreadable)
+
+
+def scan_tree(roots: Iterable[Path], suffixes: Iterable[str], exclude: Iterable[Path] = ()) -> Tree:
+    tree = Tree()
+    tree.paths = list(walk_images(roots, suffixes, exclude, tree.unreadable))
+    return tree
+
+
+def walk_images(
+    roots: Iterable[Path],
+    suffixes: Iterable[str],
+    exclude: Iterable[Path] = (),
+    unreadable: list[tuple[str, str]] | None = None,
+) -> Iterator[str]:
+    """Absolute paths of candidate images under roots: every non-folder entry with an image name (whatever its
+    file type), hidden folders skipped, symlinked folders not followed. Folders that cannot be listed are appended
+    to `unreadable` with the reason."""
     suffixes = tuple(suffixes)
     exclude = tuple(Path(e).resolve() for e in exclude)
     for root in roots:
@@ -57,6 +82,8 @@ def walk_images(roots: Iterable[Path], suffixes: Iterable[str], exclude: Iterabl
 
         def onerror(err: OSError) -> None:
             log.warning("cannot list %s: %s", err.filename, err.strerror)
+            if unreadable is not None:
+                unreadable.append((str(err.filename), err.strerror or str(err)))
 
         for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
             dirnames[:] = sorted(
@@ -64,5 +91,5 @@ def walk_images(roots: Iterable[Path], suffixes: Iterable[str], exclude: Iterabl
             )
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
-                if is_candidate(full, suffixes, exclude) and not os.path.islink(full):
-                    yield full
+                if is_candidate(full, suffixes, exclude):
+                    yield full  # symlinks, FIFOs and devices too: the reader records why they are not read

@@ -55,8 +55,9 @@ def render_html(report: Report, title: str = "dupwatch report") -> str:
     env = Environment(
         loader=PackageLoader("dupwatch.daemon", "templates"), autoescape=select_autoescape(["html", "j2"])
     )
-    # '</' would end the script element early; JSON allows the escaped form
-    blob = json.dumps({"groups": groups, "errors": [asdict(e) for e in report.errors]}).replace("</", "<\\/")
+    # Inside <script>, '</script' ends the element and '<!--' switches the parser into a state where the rest of
+    # the page can be swallowed: no '<' may appear literally. JSON allows the escaped form of every character.
+    blob = json.dumps({"groups": groups, "errors": [asdict(e) for e in report.errors]}).replace("<", "\\u003c")
     return env.get_template("report.html.j2").render(
         title=title, summary=summary(report), data=blob, page_size=PAGE_SIZE
     )

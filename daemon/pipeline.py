@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import resource
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import ParamSpec, Protocol, TypeVar
 import numpy as np
 
 from dupwatch.daemon.config import Config
-from dupwatch.daemon.files import walk_images
+from dupwatch.daemon.files import scan_tree
 from dupwatch.daemon.index import EmbeddingIndex, IndexParams, sync_index
 from dupwatch.daemon.matcher import LocalDetail, Match, Matcher, Probe
 from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairKind, PairRecord
@@ -118,6 +120,16 @@ def _timed_fingerprint(path: str, max_side: int, max_pixels: int, max_bytes: int
     t = time.perf_counter()
     r = fingerprint_file(path, max_side=max_side, max_pixels=max_pixels, max_bytes=max_bytes)
     return r, time.perf_counter() - t
+
+
+WORKER_DIED = "the decoder died on this file twice (killed, e.g. out of memory, or crashed)"
+
+
+def _limit_memory(limit: int) -> None:
+    """In each decoding worker: cap its address space, so that one huge image fails with a MemoryError (reported
+    as 'too large to decode') instead of exhausting the machine. 0 = no cap."""
+    if limit > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -226,8 +238,18 @@ class Pipeline:
                 self._pool = _InProcess()
             else:  # forkserver: workers must not inherit torch's thread pools from this process
                 ctx = multiprocessing.get_context("forkserver")
-                self._pool = ProcessPoolExecutor(max_workers=self.cfg.workers, mp_context=ctx)
+                limit = self.cfg.worker_memory_mb * (1 << 20)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.cfg.workers, mp_context=ctx, initializer=_limit_memory, initargs=(limit,)
+                )
         return self._pool
+
+    def _restart_pool(self) -> None:
+        """A worker died (the OOM killer, a crash inside a decoder): the pool is broken, start a new one."""
+        log.warning("a decoding worker died; starting new workers")
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def save_index(self) -> None:
         if self._dirty:
@@ -249,19 +271,33 @@ class Pipeline:
 
     # -- batch scan ----------------------------------------------------------------------------------------------
 
-    def scan(self, roots: Sequence[Path], progress: Callable[[int, int], None] | None = None) -> ScanStats:
-        """Bring the store in line with what is on disk under `roots`."""
+    def scan(
+        self,
+        roots: Sequence[Path],
+        progress: Callable[[int, int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> ScanStats:
+        """Bring the store in line with what is on disk under `roots`; `stop` is asked between batches."""
         stats = ScanStats()
         t0 = time.perf_counter()
         roots = [Path(r).resolve() for r in roots]
         with self.store.atomic():
             self.store.decisions.add_roots(str(r) for r in roots)
         quarantines = [Path(q) for q in self.store.journal.quarantines()]
-        present = list(walk_images(roots, self.cfg.suffixes, exclude=quarantines))
+        tree = scan_tree(roots, self.cfg.suffixes, exclude=quarantines)
+        present = tree.paths
         stats.seen = len(present)
         known = self.store.files.stat_index([str(r) for r in roots])
-        here = set(present)
-        vanished = [k.id for path, k in known.items() if k.status not in _GONE and path not in here]
+        here = set(present) | {folder for folder, _ in tree.unreadable}
+        # a folder that cannot be listed says nothing about its files: they stay as they were
+        vanished = [
+            k.id
+            for path, k in known.items()
+            if k.status not in _GONE and path not in here and not tree.in_unreadable(path)
+        ]
+        if tree.unreadable:
+            self._record_unreadable_folders(tree.unreadable)
+            stats.errors += len(tree.unreadable)
         if vanished:
             self.forget(vanished)
             stats.deleted = len(vanished)
@@ -274,9 +310,27 @@ class Pipeline:
             done += n
             if progress:
                 progress(done, len(todo))
+            if stop is not None and stop():
+                log.info("scan stopped after %d of %d files", done, len(todo))
+                break
         self.save_index()
         stats.seconds["total"] = time.perf_counter() - t0
         return stats
+
+    def _record_unreadable_folders(self, folders: list[tuple[str, str]]) -> None:
+        """Each folder that cannot be listed is reported under errors (a row of its own, status error) until it
+        can be listed again."""
+        with self.store.atomic():
+            gen = self.store.next_gen()
+            for folder, reason in folders:
+                row = FileRow(
+                    path=folder,
+                    size=0,
+                    mtime_ns=0,
+                    status=FileStatus.ERROR,
+                    error=f"cannot list this folder ({reason}); the files known in it are kept as they were",
+                )
+                self.store.files.save(row, gen)
 
     @staticmethod
     def _changed(path: str, known: KnownFile | None) -> bool:
@@ -291,8 +345,9 @@ class Pipeline:
     # -- the per-file work, in batches ---------------------------------------------------------------------------
 
     def _results(self, paths: Iterable[str]) -> Iterator[tuple[FileResult, float]]:
-        """Fingerprints in input order, keeping the workers a few batches ahead of the CNN."""
-        ex = self._executor()
+        """Fingerprints in input order, keeping the workers a few batches ahead of the CNN. A worker that dies
+        takes the files in flight with it: the pool is rebuilt, the file in hand is tried once more on its own, and
+        recorded as an error if that kills a worker too; the others are simply resubmitted."""
         fn = partial(
             _timed_fingerprint,
             max_side=self.cfg.decode_side,
@@ -300,13 +355,38 @@ class Pipeline:
             max_bytes=self.cfg.max_file_bytes,
         )
         ahead = max(4, self.cfg.batch_size * 2)
-        pending: deque[Future] = deque()
+        pending: deque[tuple[str, Future[tuple[FileResult, float]]]] = deque()
+
+        def submit(path: str) -> None:
+            try:
+                pending.append((path, self._executor().submit(fn, path)))
+            except BrokenProcessPool:
+                self._restart_pool()
+                pending.append((path, self._executor().submit(fn, path)))
+
+        def take() -> tuple[FileResult, float]:
+            path, future = pending.popleft()
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                self._restart_pool()
+            rest = [p for p, _ in pending]
+            pending.clear()
+            try:  # alone in a fresh pool: if this kills a worker again, it is the file's doing
+                result = self._executor().submit(fn, path).result()
+            except BrokenProcessPool:
+                self._restart_pool()
+                result = (FileResult(path, error=WORKER_DIED), 0.0)
+            for p in rest:
+                submit(p)
+            return result
+
         for path in paths:
-            pending.append(ex.submit(fn, path))
+            submit(path)
             if len(pending) >= ahead:
-                yield pending.popleft().result()
+                yield take()
         while pending:
-            yield pending.popleft().result()
+            yield take()
 
     def process(self, paths: Iterable[str], stats: ScanStats) -> Iterator[int]:
         """Fingerprint, match and record `paths`; yields the number of files done after each batch."""

@@ -45,6 +45,7 @@ class FileRow:
     exif_fields: int | None = None
     embedding: np.ndarray | None = None  # float16 unit vector
     error: str | None = None
+    notes: str | None = None  # what was odd about the file but did not stop it being read
 
     @classmethod
     def from_result(cls, result: FileResult, embedding: np.ndarray | None = None) -> FileRow:
@@ -60,8 +61,15 @@ class FileRow:
             )
         facts = {name: getattr(fp, name) for name in _FINGERPRINT_FIELDS}
         emb = None if embedding is None else embedding.astype(np.float16)
+        notes = "; ".join(fp.notes) or None
         return cls(
-            path=result.path, size=result.size, mtime_ns=result.mtime_ns, status=FileStatus.OK, embedding=emb, **facts
+            path=result.path,
+            size=result.size,
+            mtime_ns=result.mtime_ns,
+            status=FileStatus.OK,
+            embedding=emb,
+            notes=notes,
+            **facts,
         )
 
 
@@ -88,5 +96,5 @@ class PairRecord:
 FILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FileRow))
 # The image facts a fingerprint carries under the same names (content hash, size in pixels, hashes, EXIF ...).
 _FINGERPRINT_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in fields(Fingerprint) if f.name in FILE_FIELDS and f.name not in ("size", "mtime_ns")
+    f.name for f in fields(Fingerprint) if f.name in FILE_FIELDS and f.name not in ("size", "mtime_ns", "notes")
 )

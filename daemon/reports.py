@@ -12,6 +12,7 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dupwatch.daemon.keeper import DEFAULT_RULES, choose
 from dupwatch.daemon.records import FileRecord, PairKind
@@ -28,6 +29,7 @@ class Member:
     format: str | None = None
     taken_at: str | None = None
     sharpness: float | None = None
+    notes: str | None = None
 
 
 @dataclass
@@ -198,12 +200,12 @@ def write_table(report: Report, console: Console) -> None:
         for m in g.members:
             px = f"{m.width}x{m.height}" if m.width else "?"
             mark = "keep" if m.path == g.keeper else ("ref" if m.path in g.protected else "")
-            t.add_row(mark, m.path, _size(m.size), px, f"{best.get(m.path, 0):.3f}")
+            t.add_row(mark, Text(m.path), _size(m.size), px, f"{best.get(m.path, 0):.3f}")
         console.print(t)
     if report.errors:
         t = Table(title=f"{len(report.errors)} files could not be read", title_justify="left")
         t.add_column("path", overflow="fold")
         t.add_column("reason")
         for e in report.errors:
-            t.add_row(e.path, e.error)
+            t.add_row(Text(e.path), Text(e.error))
         console.print(t)

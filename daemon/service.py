@@ -14,6 +14,7 @@ import os
 import queue
 import shlex
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -29,7 +30,7 @@ from dupwatch.daemon.files import is_candidate, walk_images
 from dupwatch.daemon.lock import WriterLock
 from dupwatch.daemon.notify import notify, watchdog_period
 from dupwatch.daemon.pipeline import Duplicate, open_pipeline
-from dupwatch.daemon.store import Store
+from dupwatch.daemon.store import FileIdentity, Store
 from dupwatch.daemon.watcher import Change, ChangeKind, Debouncer, Handler, make_observer
 from dupwatch.hashing.embedding import Embedder
 from dupwatch.hashing.fingerprint import FileResult
@@ -37,6 +38,7 @@ from dupwatch.hashing.fingerprint import FileResult
 log = logging.getLogger(__name__)
 
 HOOK_TIMEOUT_S = 30.0
+DATABASE_CHECK_S = 2.0  # how often the database file's identity is checked
 
 
 class ServiceState(StrEnum):
@@ -94,6 +96,8 @@ class Service:
         self._hooks: list[tuple[subprocess.Popen[bytes], float]] = []
         self._last_events: deque[dict[str, Any]] = deque(maxlen=20)
         self._young: dict[str, float] = {}  # path -> first time it failed to decode (still being written?)
+        self._alive = time.monotonic()  # the main loop's last sign of life (for the watchdog heartbeat)
+        self._failure: str | None = None  # why the service stopped on its own
 
     # -- signals ---------------------------------------------------------------------------------------------------
 
@@ -108,12 +112,12 @@ class Service:
     # -- the loop --------------------------------------------------------------------------------------------------
 
     def run(self) -> int:
+        """Serve until stopped: 0 after a clean stop, 1 when the database went bad under us (systemd restarts)."""
         with WriterLock(self.cfg.lock_path):
             store = self.store = Store(self.cfg.db)
+            self.identity = FileIdentity(self.cfg.db)
             with open_pipeline(self.cfg, store, self.embedder, hooks=self) as pipeline:
                 self.pipeline = pipeline
-                self._set_state(ServiceState.RECONCILING)
-                self._reconcile()
                 handler = Handler(self.changes, self.cfg.suffixes, [Path(q) for q in store.journal.quarantines()])
                 observer = make_observer(self.polling)
                 for root in self.roots:
@@ -127,26 +131,65 @@ class Service:
                             "(sysctl fs.inotify.max_user_watches=524288) or use --polling"
                         ) from None
                     raise
-                self._set_state(ServiceState.WATCHING)
+                # Ready as soon as events are being collected: the first reconcile of a large library can take far
+                # longer than systemd's start timeout. Its progress goes to STATUS=, and the heartbeat thread keeps
+                # WATCHDOG=1 flowing while the loop makes progress.
+                self._set_state(ServiceState.RECONCILING)
+                notify("STATUS=reconciling the folders with the database")
                 notify("READY=1")
+                heartbeat = self._start_heartbeat()
                 try:
-                    self._loop(handler)
+                    self._reconcile()
+                    if not self._stop.is_set():
+                        self._set_state(ServiceState.WATCHING)
+                        self._loop(handler)
+                except sqlite3.DatabaseError as e:
+                    self._failure = f"database {self.cfg.db}: {e}"
                 finally:
                     self._set_state(ServiceState.STOPPING)
                     notify("STOPPING=1")
+                    self._stop.set()
+                    if heartbeat is not None:
+                        heartbeat.join(timeout=5)
                     observer.stop()
                     observer.join(timeout=5)
                     self._reap_hooks(wait=True)
             store.close()
         self._write_status(final=True)
+        if self._failure:
+            log.error("stopped: %s", self._failure)
+            return 1
         log.info("stopped")
         return 0
 
+    def _start_heartbeat(self) -> threading.Thread | None:
+        """WATCHDOG=1 every half WatchdogSec, from a thread the work cannot block, but only while the main loop
+        shows signs of life: a loop stuck for a whole WatchdogSec stops the pings, and systemd restarts us."""
+        every = watchdog_period()
+        if not every:
+            return None
+
+        def beat() -> None:
+            while not self._stop.wait(every):
+                if time.monotonic() - self._alive < 2 * every:
+                    notify("WATCHDOG=1")
+
+        t = threading.Thread(target=beat, name="dupwatch-heartbeat", daemon=True)
+        t.start()
+        return t
+
+    def _check_database(self) -> None:
+        problem = self.identity.problem()
+        if problem is not None:
+            self._failure = problem
+            log.error("%s: stopping", problem)
+            self._stop.set()
+
     def _loop(self, handler: Handler) -> None:
         cfg = self.cfg
-        last_reconcile = last_save = last_ping = last_status = time.monotonic()
-        ping_every = watchdog_period()
+        last_reconcile = last_save = last_status = last_check = time.monotonic()
         while not self._stop.is_set():
+            self._alive = time.monotonic()
             self._drain(timeout=0.05)
             now = time.monotonic()
             ready = self.debouncer.ready(now, limit=cfg.batch_size * 4)
@@ -168,9 +211,9 @@ class Service:
             if now - last_save > cfg.index_save_interval:
                 self.pipeline.save_index()
                 last_save = now
-            if ping_every and now - last_ping > ping_every:
-                notify("WATCHDOG=1")
-                last_ping = now
+            if now - last_check > DATABASE_CHECK_S:
+                self._check_database()
+                last_check = now
             if now - last_status > 1.0:
                 self._write_status()
                 last_status = now
@@ -227,11 +270,12 @@ class Service:
         notify("STATUS=reconciling")
 
         def progress(done: int, total: int) -> None:
+            self._alive = time.monotonic()
             notify(f"STATUS=reconciling: {done}/{total} files")
             self.status.pending = total - done
             self._write_status()
 
-        stats = self.pipeline.scan(self.roots, progress=progress)
+        stats = self.pipeline.scan(self.roots, progress=progress, stop=self._stop.is_set)
         for p in stats.deferred:
             self.debouncer.touch(p)
         log.info(

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from dupwatch.hashing.errors import DecodeError
 
@@ -46,6 +46,7 @@ class Decoded:
     orientation: int
     taken_at: str | None  # EXIF capture time, ISO 8601, when present
     exif_fields: int  # how many EXIF tags the file carries: one of the keeper criteria
+    notes: tuple[str, ...] = ()  # what was odd but did not stop the decode (a bad orientation tag, ...)
 
 
 def _sniff(data: bytes) -> str:
@@ -73,6 +74,46 @@ def _exif_time(exif: Image.Exif) -> str | None:
         return None
 
 
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose does it)
+_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+EARLY_REDUCE_PIXELS = 16_000_000  # larger decoded images are reduced before any full-size copy is made
+_REDUCIBLE = ("RGB", "RGBA", "L", "LA", "I", "F")
+
+
+def _orientation(value: object, notes: list[str]) -> int:
+    """The EXIF orientation when it is what the standard says (an integer 1-8); anything else (text, a rational,
+    garbage) is ignored with a note, and the pixels are used as stored."""
+    if value is None:
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
+        return value
+    notes.append(f"EXIF orientation {value!r} is not an integer 1-8: ignored")
+    return 1
+
+
+def _early_reduce(im: Image.Image, max_side: int) -> Image.Image:
+    """Shrink a very large decoded image (a 64 MP PNG, say) right away, so that the conversions after it work on
+    a small copy: one worker then needs about the decoded size, not several full-size copies. Smaller images are
+    left as they are, so their fingerprints do not depend on this."""
+    if im.width * im.height <= EARLY_REDUCE_PIXELS:
+        return im
+    if im.mode.startswith("I;16"):
+        im = im.convert("I")
+    elif im.mode not in _REDUCIBLE:
+        alpha = "A" in im.mode or (im.mode == "P" and "transparency" in im.info)
+        im = im.convert("RGBA" if alpha else "RGB")
+    im.thumbnail((2 * max_side, 2 * max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return im
+
+
 def _flatten(im: Image.Image) -> Image.Image:
     """Alpha composited on white, palette and greyscale to RGB: the hashes expect three opaque channels."""
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -88,6 +129,7 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
     """Decode fully (truncation is detected) but only at the scale the fingerprints need."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
+    notes: list[str] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -100,7 +142,7 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
                 raise DecodeError(f"decompression bomb: {w}x{h} pixels is over the {max_pixels:,} pixel limit")
             fmt = im.format or "unknown"
             exif = im.getexif()
-            orientation = int(exif.get(_ORIENTATION, 1) or 1)
+            orientation = _orientation(exif.get(_ORIENTATION), notes)
             taken_at = _exif_time(exif)
             exif_fields = len(exif)
             if fmt == "JPEG":
@@ -125,9 +167,15 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     try:
-        small = _flatten(ImageOps.exif_transpose(im) or im)
+        small = _early_reduce(im, max_side)
+        method = _TRANSPOSE.get(orientation)
+        if method is not None:
+            small = small.transpose(method)
+        small = _flatten(small)
         if max(small.size) > max_side:
             small.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     except (OSError, ValueError) as e:
         raise DecodeError(f"corrupt image: {e}") from None
-    return Decoded(small, w, h, fmt, orientation, taken_at, exif_fields)
+    except MemoryError:
+        raise DecodeError("image too large to decode in memory") from None
+    return Decoded(small, w, h, fmt, orientation, taken_at, exif_fields, tuple(notes))

@@ -6,8 +6,11 @@ the same version of a file that may be changing under us.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,7 @@ class Fingerprint:
     taken_at: str | None
     exif_fields: int
     pixels: np.ndarray  # INPUT_SIZE x INPUT_SIZE x 3 uint8, the CNN's input
+    notes: tuple[str, ...] = ()  # oddities that did not stop the decode (hashing.decode.Decoded.notes)
 
 
 @dataclass
@@ -80,26 +84,59 @@ def fingerprint_bytes(
         taken_at=d.taken_at,
         exif_fields=d.exif_fields,
         pixels=pixels,
+        notes=d.notes,
     )
 
 
-def read_file(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
-    """Read a whole file; unreadable, vanished and oversized files become DecodeErrors."""
+_FILE_TYPES = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+READ_DEADLINE_S = 60.0  # a read that takes longer (a hung network mount) is given up
+_CHUNK = 1 << 20
+
+
+def read_file(
+    path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES, deadline_s: float = READ_DEADLINE_S
+) -> tuple[bytes, os.stat_result]:
+    """Read a whole regular file; anything else (symlinks, FIFOs, devices, sockets, folders), unreadable, vanished,
+    oversized and too-slow files become DecodeErrors. Opened with O_NOFOLLOW and O_NONBLOCK, so neither a symlink
+    to /dev/zero nor a FIFO named like a photo can make a worker read forever or block."""
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_size > max_bytes:
-                raise DecodeError(f"file too large ({st.st_size:,} bytes, limit {max_bytes:,})")
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise DecodeError("file vanished before it could be read") from None
     except PermissionError:
         raise DecodeError("permission denied") from None
-    except IsADirectoryError:
-        raise DecodeError("is a directory") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DecodeError("a symbolic link (links are not followed)") from None
+        raise DecodeError(f"unreadable: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = _FILE_TYPES.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise DecodeError(f"not a regular file: {kind}")
+        if st.st_size > max_bytes:
+            raise DecodeError(f"file too large ({st.st_size:,} bytes, limit {max_bytes:,})")
+        chunks: list[bytes] = []
+        total = 0
+        give_up = time.monotonic() + deadline_s
+        while chunk := os.read(fd, _CHUNK):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise DecodeError(f"file too large (over {max_bytes:,} bytes, still growing)")
+            if time.monotonic() > give_up:
+                raise DecodeError(f"reading took over {deadline_s:.0f} s (a hung or very slow filesystem?)")
     except OSError as e:
         raise DecodeError(f"unreadable: {e.strerror or e}") from None
-    return data, st
+    finally:
+        os.close(fd)
+    return b"".join(chunks), st
 
 
 def fingerprint_file(
@@ -118,5 +155,7 @@ def fingerprint_file(
         fp = fingerprint_bytes(data, max_side=max_side, max_pixels=max_pixels)
     except DecodeError as e:
         return FileResult(path, error=e.reason, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    except MemoryError:
+        return FileResult(path, error="image too large to decode in memory", size=st.st_size, mtime_ns=st.st_mtime_ns)
     fp.mtime_ns = st.st_mtime_ns
     return FileResult(path, fingerprint=fp, size=st.st_size, mtime_ns=st.st_mtime_ns)

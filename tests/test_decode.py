@@ -137,15 +137,15 @@ def test_heic_from_phones_decodes_when_pillow_heif_is_installed(cat: Image.Image
 
 
 def test_permission_denied_is_a_reason_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # tests run as root here, where chmod 000 does not stop a read: make open() refuse instead
+    # tests run as root here, where chmod 000 does not stop a read: make the open refuse instead
     p = tmp_path / "locked.jpg"
     p.write_bytes(b"\xff\xd8\xff")
-    real_open = open
+    real_open = os.open
 
-    def refusing_open(file, *a, **kw):
+    def refusing_open(file: str, *a: int, **kw: int) -> int:
         if str(file) == str(p):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *a, **kw)
 
-    monkeypatch.setattr("builtins.open", refusing_open)
+    monkeypatch.setattr(os, "open", refusing_open)
     assert fingerprint_file(p).error == "permission denied"

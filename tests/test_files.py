@@ -35,7 +35,7 @@ def test_candidates_by_suffix_case_insensitively_never_hidden_temporary_or_exclu
     assert is_candidate("/p/qq/a.jpg", IMAGE_SUFFIXES, exclude=[Path("/p/q")])
 
 
-def test_walk_finds_images_in_order_and_skips_hidden_folders_links_and_exclusions(tmp_path: Path) -> None:
+def test_walk_finds_images_in_order_and_skips_hidden_folders_linked_folders_and_exclusions(tmp_path: Path) -> None:
     for rel in ("b/2.jpg", "b/1.png", "a.jpg", ".cache/x.jpg", "q/moved.jpg", "notes.txt", "sub/deep/3.webp"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
@@ -43,5 +43,6 @@ def test_walk_finds_images_in_order_and_skips_hidden_folders_links_and_exclusion
     os.symlink(tmp_path / "b", tmp_path / "linked-folder")
     found = list(walk_images([tmp_path], IMAGE_SUFFIXES, exclude=[tmp_path / "q"]))
     rel = [os.path.relpath(p, tmp_path) for p in found]
-    assert rel == ["a.jpg", "b/1.png", "b/2.jpg", "sub/deep/3.webp"]
+    # the symlink is listed (the reader records that links are not followed); the linked folder is not entered
+    assert rel == ["a.jpg", "link.jpg", "b/1.png", "b/2.jpg", "sub/deep/3.webp"]
     assert list(walk_images([tmp_path / "a.jpg"], IMAGE_SUFFIXES)) == [str(tmp_path / "a.jpg")]  # a file as root

@@ -22,7 +22,7 @@ def test_migrations_are_recorded_and_a_newer_database_is_refused(tmp_path: Path)
     db = tmp_path / "s.db"
     s = Store(db)
     applied = [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'dupwatch'")]
-    assert applied == ["m001_initial"]
+    assert applied == ["m001_initial", "m002_file_notes"]
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     s.db.execute(
         "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('dupwatch', 'm999_future', 'now')"
@@ -46,7 +46,7 @@ def test_a_database_from_before_migrations_opens_and_keeps_its_rows(tmp_path: Pa
     s = Store(db)
     rec = s.files.by_path("/p/a.jpg")
     assert rec is not None and (rec.size, rec.mtime_ns, rec.status) == (3, 4, FileStatus.OK)
-    assert [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations")] == ["m001_initial"]
+    assert [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations")] == ["m001_initial", "m002_file_notes"]
 
 
 def test_unsigned_64_bit_hashes_survive(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dupwatch.daemon.store.database import Meta, StoreError, open_database
+from dupwatch.daemon.store.database import FileIdentity, Meta, StoreError, open_database
 from dupwatch.daemon.store.decisions import Decisions
 from dupwatch.daemon.store.files import Files, KnownFile
 from dupwatch.daemon.store.graph import Graph
@@ -23,6 +23,7 @@ __all__ = [
     "ActionItem",
     "ActionMode",
     "ActionSummary",
+    "FileIdentity",
     "ItemState",
     "KnownFile",
     "Store",

@@ -7,6 +7,7 @@ change, which lets the index catch up after a crash instead of rebuilding from s
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,12 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     """The first schema. IF NOT EXISTS: databases made before migrations were recorded already hold it."""
     for sql in _SCHEMA_1:
         db.execute(sql)
+
+
+@_migration
+def m002_file_notes(db: sqlite_utils.Database) -> None:
+    """What was odd about a file that was read all the same (an EXIF orientation that is not a number, ...)."""
+    db.execute("ALTER TABLE files ADD COLUMN notes TEXT")
 
 
 _SCHEMA_1 = [
@@ -105,12 +112,46 @@ def open_database(path: Path, readonly: bool = False, busy_timeout: float | None
         if not readonly:
             db.enable_wal()
             _migrate(db, path)
+        elif not db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'files'").fetchone()[0]:
+            raise StoreError(f"{path} is not a dupwatch database (empty or damaged)")
         db.execute("PRAGMA foreign_keys=on")
         db.execute("PRAGMA synchronous=normal")
     except sqlite3.DatabaseError as e:
         db.close()
         raise StoreError(f"database {path} is unusable: {e}") from None
+    except StoreError:
+        db.close()
+        raise
     return db
+
+
+SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+class FileIdentity:
+    """Notices the database file being deleted, replaced, truncated or overwritten under a long-running writer,
+    which SQLite itself would not: it keeps writing to the open (and maybe deleted) file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        st = os.stat(path)
+        self._id = (st.st_dev, st.st_ino)
+
+    def problem(self) -> str | None:
+        """None while the file is the one opened and still starts like an SQLite database."""
+        try:
+            st = os.stat(self.path)
+            with open(self.path, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except FileNotFoundError:
+            return f"the database {self.path} was deleted while dupwatch was running"
+        except OSError as e:
+            return f"the database {self.path} cannot be read any more: {e.strerror}"
+        if (st.st_dev, st.st_ino) != self._id:
+            return f"the database {self.path} was replaced by another file while dupwatch was running"
+        if head != SQLITE_MAGIC:
+            return f"the database {self.path} was truncated or overwritten while dupwatch was running"
+        return None
 
 
 def _migrate(db: sqlite_utils.Database, path: Path) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 import sqlite_utils
 
+from dupwatch.daemon.store.paths import from_db, to_db
+
 
 def content_key(a: str | None, b: str | None) -> tuple[str, str]:
     """The order-free key of a pair of contents."""
@@ -29,7 +31,7 @@ class Decisions:
 
     def add_roots(self, roots: Iterable[str]) -> None:
         for r in roots:
-            self.db.execute("INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)", [r, time.time()])
+            self.db.execute("INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)", [to_db(r), time.time()])
 
     def roots(self) -> list[str]:
-        return [str(r[0]) for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
+        return [from_db(r[0]) for r in self.db.execute("SELECT path FROM roots ORDER BY path")]

@@ -11,6 +11,7 @@ import sqlite_utils
 
 from dupwatch.daemon.files import is_under
 from dupwatch.daemon.records import FILE_FIELDS, FileRecord, FileRow, FileStatus
+from dupwatch.daemon.store.paths import from_db, maybe_from_db, to_db
 from dupwatch.hashing.perceptual import from_signed64, to_signed64
 
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
@@ -27,6 +28,9 @@ class KnownFile(NamedTuple):
 
 def record_from_row(row: dict[str, Any]) -> FileRecord:
     values = {name: row[name] for name in FILE_FIELDS}
+    values["path"] = from_db(values["path"])
+    values["error"] = maybe_from_db(values["error"])
+    values["notes"] = maybe_from_db(values["notes"])
     values["status"] = FileStatus(row["status"])
     if values["ahash"] is not None:
         values["ahash"] = from_signed64(values["ahash"])
@@ -37,6 +41,8 @@ def record_from_row(row: dict[str, Any]) -> FileRecord:
 
 def _row_values(row: FileRow) -> dict[str, Any]:
     values = {name: getattr(row, name) for name in FILE_FIELDS}
+    values["path"] = to_db(row.path)
+    values["error"] = None if row.error is None else to_db(row.error)
     values["status"] = str(row.status)
     if row.ahash is not None:
         values["ahash"] = to_signed64(row.ahash)
@@ -57,7 +63,7 @@ class Files:
         return found[0] if found else None
 
     def by_path(self, path: str) -> FileRecord | None:
-        found = self._records("SELECT * FROM files WHERE path = ?", [path])
+        found = self._records("SELECT * FROM files WHERE path = ?", [to_db(path)])
         return found[0] if found else None
 
     def by_content(self, content_hash: str, *statuses: FileStatus) -> list[FileRecord]:
@@ -81,9 +87,10 @@ class Files:
         """path -> what is known of it, for every recorded file (under `roots` when given)."""
         roots = None if roots is None else list(roots)
         out = {}
-        for fid, path, size, mtime, status in self.db.execute(
+        for fid, raw, size, mtime, status in self.db.execute(
             "SELECT id, path, size, mtime_ns, status FROM files"
         ).fetchall():
+            path = from_db(raw)
             if roots is None or any(is_under(path, r) for r in roots):
                 out[path] = KnownFile(fid, size, mtime, FileStatus(status))
         return out
@@ -93,7 +100,7 @@ class Files:
         same across updates so that index labels stay valid."""
         values = {**_row_values(row), "gen": gen, "updated_at": time.time()}
         if file_id is None:
-            existing = self.db.execute("SELECT id FROM files WHERE path = ?", [row.path]).fetchone()
+            existing = self.db.execute("SELECT id FROM files WHERE path = ?", [to_db(row.path)]).fetchone()
             file_id = None if existing is None else int(existing[0])
         if file_id is not None:
             cols = ", ".join(f"{k} = :{k}" for k in values)
@@ -114,16 +121,17 @@ class Files:
         file deleted there earlier) is retired under a tombstone path, keeping whatever the action journal says
         about it; returns the retired ids, whose pairs are no longer evidence."""
         stale = [
-            int(r[0]) for r in self.db.execute("SELECT id FROM files WHERE path = ? AND id != ?", [new_path, file_id])
+            int(r[0])
+            for r in self.db.execute("SELECT id FROM files WHERE path = ? AND id != ?", [to_db(new_path), file_id])
         ]
         for old in stale:
             self.db.execute(
                 "UPDATE files SET path = ?, status = ?, gen = ? WHERE id = ?",
-                [f"{new_path}\0superseded-by-{file_id}", str(FileStatus.DELETED), gen, old],
+                [to_db(f"{new_path}\0superseded-by-{file_id}"), str(FileStatus.DELETED), gen, old],
             )
         self.db.execute(
             "UPDATE files SET path = ?, size = ?, mtime_ns = ?, status = ?, gen = ?, updated_at = ? WHERE id = ?",
-            [new_path, size, mtime_ns, str(FileStatus.OK), gen, time.time(), file_id],
+            [to_db(new_path), size, mtime_ns, str(FileStatus.OK), gen, time.time(), file_id],
         )
         return stale
 

@@ -11,6 +11,7 @@ from typing import Any
 import sqlite_utils
 
 from dupwatch.daemon.records import FileRecord
+from dupwatch.daemon.store.paths import from_db, maybe_from_db, to_db
 
 
 class ActionMode(StrEnum):
@@ -71,7 +72,8 @@ class ActionSummary:
 
 def _item(row: dict[str, Any]) -> ActionItem:
     values = {f.name: row[f.name] for f in fields(ActionItem)}
-    return ActionItem(**{**values, "state": ItemState(row["state"])})
+    texts = {"src": from_db(row["src"]), "dst": maybe_from_db(row["dst"]), "error": maybe_from_db(row["error"])}
+    return ActionItem(**{**values, **texts, "state": ItemState(row["state"])})
 
 
 class Journal:
@@ -80,7 +82,8 @@ class Journal:
 
     def begin(self, mode: ActionMode, target: str | None) -> int:
         cur = self.db.execute(
-            "INSERT INTO actions (created_at, mode, target) VALUES (?, ?, ?)", [time.time(), str(mode), target]
+            "INSERT INTO actions (created_at, mode, target) VALUES (?, ?, ?)",
+            [time.time(), str(mode), None if target is None else to_db(target)],
         )
         assert cur.lastrowid is not None
         return int(cur.lastrowid)
@@ -93,8 +96,8 @@ class Journal:
                 action_id,
                 rec.id,
                 keeper_id,
-                rec.path,
-                dst,
+                to_db(rec.path),
+                None if dst is None else to_db(dst),
                 rec.size,
                 rec.mtime_ns,
                 rec.content_hash,
@@ -107,7 +110,7 @@ class Journal:
     def set_item_state(self, item_id: int, state: ItemState, error: str | None = None, dst: str | None = None) -> None:
         self.db.execute(
             "UPDATE action_items SET state = ?, error = ?, dst = coalesce(?, dst) WHERE id = ?",
-            [str(state), error, dst, item_id],
+            [str(state), None if error is None else to_db(error), None if dst is None else to_db(dst), item_id],
         )
 
     def action(self, action_id: int | None = None) -> Action | None:
@@ -122,12 +125,19 @@ class Journal:
         items = [
             _item(i) for i in self.db.query("SELECT * FROM action_items WHERE action_id = ? ORDER BY id", [r["id"]])
         ]
-        return Action(r["id"], r["created_at"], ActionMode(r["mode"]), r["target"], r["undone_at"], items)
+        target = maybe_from_db(r["target"])
+        return Action(r["id"], r["created_at"], ActionMode(r["mode"]), target, r["undone_at"], items)
 
     def actions(self) -> list[ActionSummary]:
         return [
             ActionSummary(
-                r["id"], ActionMode(r["mode"]), r["target"], r["undone_at"], r["items"], r["done"] or 0, r["bytes"] or 0
+                r["id"],
+                ActionMode(r["mode"]),
+                maybe_from_db(r["target"]),
+                r["undone_at"],
+                r["items"],
+                r["done"] or 0,
+                r["bytes"] or 0,
             )
             for r in self.db.query(
                 "SELECT a.id, a.mode, a.target, a.undone_at, count(i.id) AS items, sum(i.state = ?) AS done, "
@@ -142,4 +152,5 @@ class Journal:
 
     def quarantines(self) -> list[str]:
         """Folders dupwatch moved files into: never scanned as photos."""
-        return [str(r[0]) for r in self.db.execute("SELECT DISTINCT target FROM actions WHERE target IS NOT NULL")]
+        rows = self.db.execute("SELECT DISTINCT target FROM actions WHERE target IS NOT NULL")
+        return [from_db(r[0]) for r in rows]
