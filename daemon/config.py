@@ -87,7 +87,7 @@ class Config:
     # throughput
     model: str = "efficientnet-lite0"  # or "tinynet": a small random network, for tests and load benchmarks
     workers: int = 2
-    worker_memory_mb: int = 1536  # address space of one decoding worker (0: no limit); larger images fail cleanly
+    worker_memory_mb: int = 1536  # memory one decoding worker may take for an image (0: no limit); larger ones fail
     batch_size: int = 16
     local_cache: int = 2048  # recent files whose local descriptors stay in memory (~44 KB each)
     device: str | None = None  # "cpu", "cuda"; None = CUDA when present

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import resource
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,6 +29,7 @@ from dupwatch.daemon.index import EmbeddingIndex, IndexParams, sync_index
 from dupwatch.daemon.matcher import LocalDetail, Match, Matcher, Probe
 from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairKind, PairRecord
 from dupwatch.daemon.store import KnownFile, Store
+from dupwatch.daemon.workers import WORKER_DIED, Fingerprinter, limit_memory, timed_fingerprint
 from dupwatch.hashing.embedding import Embedder
 from dupwatch.hashing.errors import DecodeError
 from dupwatch.hashing.fingerprint import FileResult, Fingerprint, fingerprint_file
@@ -116,22 +116,6 @@ class _Item:
     moved_from: FileRecord | None = None  # a deleted row with identical content: this is a rename
 
 
-def _timed_fingerprint(path: str, max_side: int, max_pixels: int, max_bytes: int) -> tuple[FileResult, float]:
-    t = time.perf_counter()
-    r = fingerprint_file(path, max_side=max_side, max_pixels=max_pixels, max_bytes=max_bytes)
-    return r, time.perf_counter() - t
-
-
-WORKER_DIED = "the decoder died on this file twice (killed, e.g. out of memory, or crashed)"
-
-
-def _limit_memory(limit: int) -> None:
-    """In each decoding worker: cap its address space, so that one huge image fails with a MemoryError (reported
-    as 'too large to decode') instead of exhausting the machine. 0 = no cap."""
-    if limit > 0:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -184,7 +168,13 @@ class LocalDetails:
         return detail
 
 
-def open_pipeline(cfg: Config, store: Store, embedder: Embedder, hooks: PipelineHooks | None = None) -> Pipeline:
+def open_pipeline(
+    cfg: Config,
+    store: Store,
+    embedder: Embedder,
+    hooks: PipelineHooks | None = None,
+    fingerprinter: Fingerprinter = fingerprint_file,
+) -> Pipeline:
     """The pipeline with its collaborators: the embedding index caught up with the store, the matcher over it."""
     params = IndexParams(
         dim=embedder.dim, model=embedder.name, m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction, ef=cfg.hnsw_ef
@@ -196,7 +186,7 @@ def open_pipeline(cfg: Config, store: Store, embedder: Embedder, hooks: Pipeline
     details = LocalDetails(store, embedder, partial(fingerprint_in_process, cfg), cfg.local_cache)
     matcher = Matcher(cfg, embedder, index, details.get)
     matcher.load_hashes(*store.files.live_hashes())
-    return Pipeline(cfg, store, embedder, index, matcher, details, hooks or NoHooks())
+    return Pipeline(cfg, store, embedder, index, matcher, details, hooks or NoHooks(), fingerprinter)
 
 
 def fingerprint_in_process(cfg: Config, path: str) -> FileResult:
@@ -214,6 +204,7 @@ class Pipeline:
         matcher: Matcher,
         details: LocalDetails,
         hooks: PipelineHooks,
+        fingerprinter: Fingerprinter = fingerprint_file,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -222,6 +213,7 @@ class Pipeline:
         self.matcher = matcher
         self.details = details
         self.hooks = hooks
+        self.fingerprinter = fingerprinter
         self._pool: Executor | None = None
         self._dirty = False
 
@@ -240,7 +232,7 @@ class Pipeline:
                 ctx = multiprocessing.get_context("forkserver")
                 limit = self.cfg.worker_memory_mb * (1 << 20)
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self.cfg.workers, mp_context=ctx, initializer=_limit_memory, initargs=(limit,)
+                    max_workers=self.cfg.workers, mp_context=ctx, initializer=limit_memory, initargs=(limit,)
                 )
         return self._pool
 
@@ -349,7 +341,8 @@ class Pipeline:
         takes the files in flight with it: the pool is rebuilt, the file in hand is tried once more on its own, and
         recorded as an error if that kills a worker too; the others are simply resubmitted."""
         fn = partial(
-            _timed_fingerprint,
+            timed_fingerprint,
+            self.fingerprinter,
             max_side=self.cfg.decode_side,
             max_pixels=self.cfg.max_pixels,
             max_bytes=self.cfg.max_file_bytes,

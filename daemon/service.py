@@ -288,6 +288,8 @@ class Service:
 
     def defer_unreadable(self, r: FileResult) -> bool:
         """A young file that fails to decode is probably still being written: retry it, up to incomplete_grace."""
+        if r.final:
+            return False
         try:
             age = time.time() - os.stat(r.path).st_mtime
         except OSError:

@@ -128,6 +128,7 @@ class Debouncer:
         pending = self.pending.get(path)
         if pending is not None:
             pending.since = time.monotonic() if now is None else now
+            pending.closed = False  # the close that shortened the wait is spent
 
     def discard(self, path: str) -> None:
         self.pending.pop(path, None)

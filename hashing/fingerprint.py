@@ -52,6 +52,7 @@ class FileResult:
     error: str | None = None
     size: int = 0
     mtime_ns: int = 0
+    final: bool = False  # the error cannot go away by waiting (see DecodeError.final)
 
 
 def content_hash(data: bytes) -> str:
@@ -110,16 +111,16 @@ def read_file(
     except FileNotFoundError:
         raise DecodeError("file vanished before it could be read") from None
     except PermissionError:
-        raise DecodeError("permission denied") from None
+        raise DecodeError("permission denied", final=True) from None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise DecodeError("a symbolic link (links are not followed)") from None
+            raise DecodeError("a symbolic link (links are not followed)", final=True) from None
         raise DecodeError(f"unreadable: {e.strerror or e}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = _FILE_TYPES.get(stat.S_IFMT(st.st_mode), "not a regular file")
-            raise DecodeError(f"not a regular file: {kind}")
+            raise DecodeError(f"not a regular file: {kind}", final=True)
         if st.st_size > max_bytes:
             raise DecodeError(f"file too large ({st.st_size:,} bytes, limit {max_bytes:,})")
         chunks: list[bytes] = []
@@ -150,7 +151,7 @@ def fingerprint_file(
     try:
         data, st = read_file(path, max_bytes)
     except DecodeError as e:
-        return FileResult(path, error=e.reason)
+        return FileResult(path, error=e.reason, final=e.final)
     try:
         fp = fingerprint_bytes(data, max_side=max_side, max_pixels=max_pixels)
     except DecodeError as e:

@@ -1,0 +1,42 @@
+"""What runs inside a decoding worker process. Kept apart from the pipeline so that a worker imports only what
+fingerprinting needs (Pillow, numpy, imagehash): never torch, which costs hundreds of MB and seconds per worker."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+
+from dupwatch.hashing.fingerprint import FileResult
+
+# What a decoding worker runs for one path: (path, max_side, max_pixels, max_bytes) -> its FileResult. A module-level
+# function (workers receive it by reference); hashing.fingerprint.fingerprint_file unless a test injects a fault.
+Fingerprinter = Callable[[str, int, int, int], FileResult]
+
+WORKER_DIED = "the decoder died on this file twice (killed, e.g. out of memory, or crashed)"
+
+
+def timed_fingerprint(
+    fingerprinter: Fingerprinter, path: str, max_side: int, max_pixels: int, max_bytes: int
+) -> tuple[FileResult, float]:
+    t = time.perf_counter()
+    try:
+        r = fingerprinter(path, max_side, max_pixels, max_bytes)
+    except MemoryError:  # over the worker's memory cap anywhere (reading, decoding, hashing)
+        r = FileResult(path, error="image too large to decode in memory (the worker's memory limit)")
+    return r, time.perf_counter() - t
+
+
+def limit_memory(headroom: int) -> None:
+    """In each decoding worker: cap its address space at what it already maps plus `headroom` bytes, so that one
+    huge image fails with a MemoryError (reported as 'too large to decode') instead of exhausting the machine.
+    0 = no cap."""
+    if headroom > 0:
+        limit = _mapped_bytes() + headroom
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _mapped_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[0])
+    return pages * resource.getpagesize()
