@@ -131,7 +131,10 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
         raise DecodeError("empty file (0 bytes)")
     notes: list[str] = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            # Pillow's complaints about a file it still reads ("Corrupt EXIF data", ...) become the file's notes
+            # instead of lines on the user's terminal
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # Pillow refuses on its own at 2x its default limit (~179 MP) before we see the size: make its
             # check ours, so max_pixels (config) is the one limit that decides
@@ -148,6 +151,7 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
             if fmt == "JPEG":
                 im.draft("RGB", (max_side, max_side))
             im.load()
+        notes += sorted({str(w.message).strip() for w in caught})
     except DecodeError:
         raise
     except UnidentifiedImageError:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from dupwatch.daemon.demo import load_photo
 from dupwatch.daemon.service import Service
+from dupwatch.hashing.fingerprint import FileResult, fingerprint_file
 
 BENCH_DATA = Path(
     os.environ.get("DUPWATCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "bench-data")
@@ -119,3 +120,15 @@ def tmpfs(where: Path, size: str = "1m", readonly: bool = False) -> Iterator[Pat
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def dying_fingerprinter(path: str, max_side: int, max_pixels: int, max_bytes: int) -> FileResult:
+    """A fingerprinter that kills its own worker process (as the OOM killer would) on files named `poison*`
+    always, and on files named `once*` the first time only (a marker file beside them remembers)."""
+    name = os.path.basename(path)
+    marker = path + ".killed-once"
+    if name.startswith("poison") or (name.startswith("once") and not os.path.exists(marker)):
+        if name.startswith("once"):
+            Path(marker).touch()
+        os.kill(os.getpid(), 9)
+    return fingerprint_file(path, max_side, max_pixels, max_bytes)

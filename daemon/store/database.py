@@ -103,6 +103,8 @@ def open_database(path: Path, readonly: bool = False, busy_timeout: float | None
     the database locked waits `busy_timeout` seconds (default BUSY_TIMEOUT_S) before it fails."""
     if readonly and not path.exists():
         raise StoreError(f"no database at {path}: run 'dupwatch scan DIR' first")
+    if path.exists() and path.stat().st_size == 0:  # SQLite would take it for a new database: it was truncated
+        raise StoreError(f"{path} is empty (0 bytes), not a dupwatch database: truncated? remove it to start afresh")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=busy_timeout or BUSY_TIMEOUT_S))
