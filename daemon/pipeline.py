@@ -24,7 +24,7 @@ from typing import ParamSpec, Protocol, TypeVar
 import numpy as np
 
 from dupwatch.daemon.config import Config
-from dupwatch.daemon.files import scan_tree
+from dupwatch.daemon.files import is_under, scan_tree
 from dupwatch.daemon.index import EmbeddingIndex, IndexParams, sync_index
 from dupwatch.daemon.matcher import LocalDetail, Match, Matcher, Probe
 from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairKind, PairRecord
@@ -381,9 +381,16 @@ class Pipeline:
         while pending:
             yield take()
 
+    def in_quarantine(self, path: str) -> bool:
+        """Is `path` inside a folder dupwatch moved files into? Nothing there is ever a live photo."""
+        return any(is_under(path, q) for q in self.store.journal.quarantines())
+
     def process(self, paths: Iterable[str], stats: ScanStats) -> Iterator[int]:
-        """Fingerprint, match and record `paths`; yields the number of files done after each batch."""
+        """Fingerprint, match and record `paths` (never one inside a quarantine); yields the number of files
+        done after each batch."""
         batch: list[_Item] = []
+        quarantines = self.store.journal.quarantines()
+        paths = (p for p in paths if not any(is_under(p, q) for q in quarantines))
         for result, seconds in self._results(paths):
             stats.add_time("decode", seconds)
             if result.fingerprint is None and self.hooks.defer_unreadable(result):
@@ -554,7 +561,11 @@ class Pipeline:
 
     def moved(self, src: str, dest: str) -> bool:
         """A rename seen by the watcher: the record, fingerprints, pairs and index label follow the file.
-        False when src is not a live record (the caller then treats dest as a new file)."""
+        False when src is not a live record (the caller then treats dest as a new file). A file moved into a
+        quarantine is never live again: it is forgotten (True: nothing more to do)."""
+        if self.in_quarantine(dest):
+            self.forget_paths([src])
+            return True
         rec = self.store.files.by_path(src)
         if rec is None or rec.status != FileStatus.OK:
             return False

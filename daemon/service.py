@@ -257,6 +257,11 @@ class Service:
                     self.debouncer.touch(dest)
 
     def _move_folder(self, src: str, dest: str) -> None:
+        if self.pipeline.in_quarantine(dest):  # moved into a quarantine: gone from the library
+            n = self.pipeline.forget_paths([src])
+            if n:
+                self._event("deleted", src, files=n)
+            return
         known = self.store.files.stat_index([src])
         for path in walk_images([Path(dest)], self.cfg.suffixes):
             old = os.path.join(src, os.path.relpath(path, dest))

@@ -148,3 +148,101 @@ def test_ready_comes_early_and_the_watchdog_is_fed_during_a_long_reconcile(tmp_p
     pings = [t for t, m in messages if m == "WATCHDOG=1" and start <= t <= end]
     gaps = [b - a for a, b in zip([start, *pings], [*pings, end], strict=True)]
     assert max(gaps) < 0.5, f"a gap of {max(gaps):.2f} s without WATCHDOG=1 (WatchdogSec=0.5)"
+
+
+# -- 5. nothing inside a quarantine is live ---------------------------------------------------------------------------
+
+
+def test_a_folder_moved_into_an_in_root_quarantine_leaves_the_library(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dupwatch.daemon.cli import main
+    from dupwatch.daemon.service import Service
+    from tests.helpers import ServiceThread
+
+    root = tmp_path / "photos"
+    for folder, name in (("keep", "a.png"), ("burst", "b.png"), ("trip", "c.png")):
+        (root / folder).mkdir(parents=True)
+        (root / folder / name).write_bytes(noise_png(9))
+    (root / "trip" / "other.png").write_bytes(noise_png(10))
+    db = tmp_path / "d.db"
+    _scan_with(db, root)
+    q = root / "quarantine"
+    r = CliRunner().invoke(main, ["--db", str(db), "resolve", "--move-to", str(q), "--yes", "--keep-by", "oldest"])
+    assert r.exit_code == 0, r.output  # b.png and c.png go to the quarantine inside the root; a.png stays
+    cfg = Config(db=db, workers=0, model="tinynet", settle_seconds=0.2)
+    with ServiceThread(Service(cfg, [root], tiny_embedder())):
+        (root / "trip" / "other copy.png").write_bytes(noise_png(10))
+        os.rename(root / "keep", q / "keep")  # the keeper's folder is moved into the quarantine
+        assert wait_until(lambda: _live_under(Store(db, readonly=True), q) == [] and _state(db) == "watching", 20)
+        assert wait_until(lambda: len(Store(db, readonly=True).read.groups()) == 1, 20)
+    store = Store(db, readonly=True)
+    assert _live_under(store, q) == []
+    [(_, members)] = store.read.groups()  # only the new pair in trip/, nothing from the quarantine
+    assert sorted(os.path.basename(m.path) for m in members) == ["other copy.png", "other.png"]
+    moved = store.files.by_path(str(root / "keep" / "a.png"))
+    assert moved is not None and moved.status == FileStatus.DELETED
+
+
+def _scan_with(db: Path, root: Path) -> None:
+    store = Store(db)
+    with open_pipeline(Config(db=db, workers=0, model="tinynet"), store, tiny_embedder()) as p:
+        p.scan([root])
+    store.close()
+
+
+def _live_under(store: Store, folder: Path) -> list[str]:
+    return [p for p, k in store.files.stat_index([str(folder)]).items() if k.status == FileStatus.OK]
+
+
+def _state(db: Path) -> str | None:
+    try:
+        return json.loads(db.with_name(db.name + ".status.json").read_text())["state"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# -- scan killed at random instants ------------------------------------------------------------------------------------
+
+
+def test_kill_9_during_scan_then_a_rescan_gives_the_same_library(tmp_path: Path) -> None:
+    import random
+
+    from tests.helpers import tree_digest
+
+    root = tmp_path / "photos"
+    for n in range(50):
+        for folder in ("a", "b", "c"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / f"{n:02d}.png").write_bytes(noise_png(500 + n, 64))
+    digest = tree_digest(root)
+    config = tmp_path / "c.toml"
+    config.write_text('model = "tinynet"\nworkers = 1\nbatch_size = 8\n')
+
+    def groups(db: Path) -> list[list[str]]:
+        out = _cli("--db", db, "report", "--format", "json")
+        assert out.returncode == 0, out.stderr
+        return sorted(sorted(m["path"] for m in g["members"]) for g in json.loads(out.stdout)["groups"])
+
+    clean = tmp_path / "clean.db"
+    t = time.monotonic()
+    assert _cli("--db", clean, "--config", config, "-q", "scan", root).returncode == 0
+    whole = time.monotonic() - t
+    expected = groups(clean)
+    assert len(expected) == 50
+    rng = random.Random(int(os.environ.get("DUPWATCH_FAULT_SEED", "5")))
+    for run in range(int(os.environ.get("DUPWATCH_FAULT_RUNS", "4"))):
+        db = tmp_path / f"run{run}.db"
+        cmd = [sys.executable, "-m", "dupwatch.daemon.cli", "--db", str(db), "--config", str(config), "-q", "scan"]
+        proc = subprocess.Popen([*cmd, str(root)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, whole))
+        proc.kill()
+        proc.wait()
+        r = _cli("--db", db, "--config", config, "-q", "scan", root)
+        assert r.returncode == 0, r.stderr
+        assert groups(db) == expected, f"run {run}"
+        store = Store(db, readonly=True)
+        rows = store.db.execute("SELECT path, count(*) FROM files GROUP BY path HAVING count(*) > 1").fetchall()
+        assert rows == [] and store.read.counts()["files"] == 150
+        store.close()
+    assert tree_digest(root) == digest  # a scan never touches a photo
