@@ -246,3 +246,55 @@ def test_kill_9_during_scan_then_a_rescan_gives_the_same_library(tmp_path: Path)
         assert rows == [] and store.read.counts()["files"] == 150
         store.close()
     assert tree_digest(root) == digest  # a scan never touches a photo
+
+
+# -- watch killed at random instants -----------------------------------------------------------------------------------
+
+
+def test_kill_9_of_watch_at_random_instants_loses_nothing(tmp_path: Path) -> None:
+    import random
+
+    from tests.helpers import tree_digest
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text('model = "tinynet"\nworkers = 1\nbatch_size = 8\nsettle_seconds = 0.2\n')
+    db = tmp_path / "d.db"
+    cmd = [sys.executable, "-m", "dupwatch.daemon.cli", "--db", str(db), "--config", str(config), "watch", str(photos)]
+
+    def count() -> int:
+        try:
+            return Store(db, readonly=True).read.counts()["files"]
+        except Exception:
+            return -1
+
+    rng = random.Random(int(os.environ.get("DUPWATCH_FAULT_SEED", "3")))
+    runs = int(os.environ.get("DUPWATCH_FAULT_RUNS", "4"))
+    total = 0
+    for run in range(runs):
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(30):  # photos keep arriving while it runs; every third has an identical copy
+            name = f"r{run}-{i:02d}"
+            (photos / f"{name}.png").write_bytes(noise_png(10_000 * run + i, 64))
+            total += 1
+            if i % 3 == 0:
+                (photos / f"{name}-copy.png").write_bytes(noise_png(10_000 * run + i, 64))
+                total += 1
+        time.sleep(rng.uniform(0.1, 2.0))  # often while the batch is being written
+        proc.kill()
+        proc.wait()
+    digest = tree_digest(photos)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: count() == total, 180, every=0.5), (count(), total)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    store = Store(db, readonly=True)
+    rows = store.db.execute("SELECT path, count(*) FROM files GROUP BY path HAVING count(*) > 1").fetchall()
+    assert rows == []  # every photo recorded exactly once
+    groups = store.read.groups()
+    assert len(groups) == 10 * runs and all(len(m) == 2 for _, m in groups)
+    assert all(m[0].path.replace("-copy", "") == m[1].path.replace("-copy", "") for _, m in groups)
+    assert tree_digest(photos) == digest
