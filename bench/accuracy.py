@@ -45,6 +45,15 @@ def load_sets(generated_size: int, bench_data: bool, workdir: Path) -> list[tupl
     return sets
 
 
+def permissive(defaults: Config, db: Path) -> Config:
+    """Settings under which every candidate over verify_low is verified and recorded with its cosine and inliers,
+    so that the sweep can re-decide at any threshold; the high cosine threshold keeps the rotated views computed
+    for all of them, as the real scan does."""
+    return replace(
+        defaults, db=db, cosine_threshold=0.999, verify_inliers=0, grey_inliers=0, verify_max_candidates=1000
+    )
+
+
 def scan(cfg: Config, root: Path, embedder: Embedder) -> Store:
     store = Store(cfg.db)
     with open_pipeline(cfg, store, embedder) as p:
@@ -114,17 +123,7 @@ def main() -> None:
         sets = load_sets(args.generated_size, not args.no_bench_data, work)
         sweeps = {}
         for n, (name, root, truth) in enumerate(sets):
-            # every candidate over verify_low is verified and recorded with its cosine and inliers; the high
-            # cosine threshold keeps the rotated views computed for all of them, as the real scan does
-            permissive = replace(
-                defaults,
-                db=work / f"p{n}.db",
-                cosine_threshold=0.999,
-                verify_inliers=0,
-                grey_inliers=0,
-                verify_max_candidates=1000,
-            )
-            store = scan(permissive, root, embedder)
+            store = scan(permissive(defaults, work / f"p{n}.db"), root, embedder)
             sweeps[name] = sweep(recorded_pairs(store), truth, root, defaults.grey_inliers, defaults.verify_low)
             real = scan(replace(defaults, db=work / f"d{n}.db"), root, embedder)
             groups = [[r.path for r in recs] for _, recs in real.read.groups()]

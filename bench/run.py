@@ -79,9 +79,7 @@ def accuracy_table(name: str, root: Path, truth: dict, work: Path) -> tuple[list
 
 
 def threshold_sweep(sets: list[tuple[str, Path, dict]], work: Path, plot: Path) -> list[str]:
-    from dataclasses import replace
-
-    from bench.accuracy import scan
+    from bench.accuracy import permissive, scan
     from bench.plot import precision_recall_png
     from dupwatch.daemon.config import Config
     from dupwatch.hashing.embedding import default_embedder
@@ -90,16 +88,12 @@ def threshold_sweep(sets: list[tuple[str, Path, dict]], work: Path, plot: Path) 
     embedder = default_embedder()
     sweeps = {}
     for n, (name, root, truth) in enumerate(sets):
-        permissive = replace(
-            defaults,
-            db=work / f"sweep{n}.db",
-            cosine_threshold=0.999,
-            verify_inliers=0,
-            grey_inliers=0,
-            verify_max_candidates=1000,
-        )
         sweeps[name] = sweep(
-            recorded_pairs(scan(permissive, root, embedder)), truth, root, defaults.grey_inliers, defaults.verify_low
+            recorded_pairs(scan(permissive(defaults, work / f"sweep{n}.db"), root, embedder)),
+            truth,
+            root,
+            defaults.grey_inliers,
+            defaults.verify_low,
         )
     precision_recall_png(sweeps, plot, defaults.verify_inliers, defaults.grey_inliers)
     lines = [
