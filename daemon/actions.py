@@ -202,7 +202,7 @@ def _move_away(s: Step, mode: ActionMode) -> str | None:
         from send2trash import send2trash
 
         send2trash(src)
-        found = find_in_trash(src)
+        found = find_in_trash(src, s.file.content_hash)
         return None if found is None else str(found[0])
     if s.dst is None:
         raise OSError(errno.EINVAL, f"no place in the quarantine was planned for {src}")
@@ -236,7 +236,7 @@ def _bring_back(item: ActionItem, mode: ActionMode, keeper: str | None) -> bool:
     dst: str | None = item.dst
     trash_info = None
     if mode == ActionMode.TRASH:
-        found = find_in_trash(src)
+        found = find_in_trash(src, item.content_hash)
         dst, trash_info = (None, None) if found is None else (str(found[0]), found[1])
     elif dst is not None:
         remove_partial(dst)  # our own unfinished copies, never a user's file

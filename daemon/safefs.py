@@ -70,6 +70,13 @@ def check_regular_and_unchanged(path: str, expected: Expected, what: str = "file
         raise UnsafeError(errno.ESTALE, f"the {what} {path} changed since it was scanned (content); rescan")
 
 
+def _digest_or_none(path: str) -> str | None:
+    try:
+        return file_digest(path)
+    except OSError:
+        return None
+
+
 def same_inode(a: str, b: str) -> bool:
     try:
         sa, sb = os.lstat(a), os.lstat(b)
@@ -162,8 +169,9 @@ def _trash_dirs(src: str) -> list[Path]:
     return dirs
 
 
-def find_in_trash(src: str) -> tuple[Path, Path] | None:
-    """(trashed file, its .trashinfo) for the most recent trashing of src that is still in the trash."""
+def find_in_trash(src: str, content: str | None = None) -> tuple[Path, Path] | None:
+    """(trashed file, its .trashinfo) for the most recent trashing of src that is still in the trash (and holds
+    the bytes whose content hash is `content`, when given: an older file trashed from the same place is not it)."""
     best: tuple[str, Path, Path] | None = None
     for d in _trash_dirs(src):
         info = d / "info"
@@ -176,6 +184,10 @@ def find_in_trash(src: str) -> tuple[Path, Path] | None:
             if not os.path.isabs(path):
                 path = str(d.parent.parent / path)
             trashed = d / "files" / ti.name[: -len(".trashinfo")]
-            if path == src and os.path.lexists(trashed) and (best is None or fields.get("DeletionDate", "") > best[0]):
-                best = (fields.get("DeletionDate", ""), trashed, ti)
+            newer = best is None or fields.get("DeletionDate", "") > best[0]
+            if path != src or not os.path.lexists(trashed) or not newer:
+                continue
+            if content is not None and _digest_or_none(str(trashed)) != content:
+                continue
+            best = (fields.get("DeletionDate", ""), trashed, ti)
     return None if best is None else (best[1], best[2])

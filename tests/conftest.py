@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,10 @@ import pytest
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.demo import generate
 from tests.helpers import BENCH_DATA
+
+# The desktop trash of the whole test session: never the user's own. Set before anything imports send2trash, which
+# reads XDG_DATA_HOME once, when it is first imported.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="dupwatch-tests-xdg-")
 
 
 @pytest.fixture(scope="session")

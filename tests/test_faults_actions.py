@@ -289,3 +289,24 @@ def test_a_read_only_quarantine_moves_nothing_and_says_so(
     assert "0 files moved, 0 refused, 140 failed" in r.stderr
     assert "Read-only file system" in r.stdout
     assert tree_digest(work) == digest
+
+
+def test_trash_undo_takes_back_its_own_file_not_an_older_one_from_the_same_place(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, db = pair
+    trash = Path(os.environ["XDG_DATA_HOME"]) / "Trash"  # the session's own (tests/conftest.py)
+    (trash / "files").mkdir(parents=True, exist_ok=True)
+    (trash / "info").mkdir(exist_ok=True)
+    (trash / "files" / "b.png").write_bytes(b"an older b.png the user threw away last year")
+    (trash / "info" / "b.png.trashinfo").write_text(
+        f"[Trash Info]\nPath={root / 'b.png'}\nDeletionDate=2099-01-01T00:00:00\n"  # even a 'newer' date
+    )
+    original = (root / "b.png").read_bytes()
+    r = CliRunner().invoke(main, ["--db", str(db), "resolve", "--trash", "--yes"])
+    assert r.exit_code == 0, r.output
+    assert not (root / "b.png").exists()
+    u = CliRunner().invoke(main, ["--db", str(db), "undo"])
+    assert u.exit_code == 0, u.output
+    assert (root / "b.png").read_bytes() == original
+    assert (trash / "files" / "b.png").read_bytes() == b"an older b.png the user threw away last year"
