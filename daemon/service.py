@@ -274,8 +274,14 @@ class Service:
         self.status.reconciles += 1
         notify("STATUS=reconciling")
 
+        last_check = time.monotonic()
+
         def progress(done: int, total: int) -> None:
+            nonlocal last_check
             self._alive = time.monotonic()
+            if self._alive - last_check > DATABASE_CHECK_S:  # a long reconcile checks the database file too
+                self._check_database()
+                last_check = self._alive
             notify(f"STATUS=reconciling: {done}/{total} files")
             self.status.pending = total - done
             self._write_status()
