@@ -6,10 +6,12 @@ Exit codes: 0 success, 1 runtime error (unreadable database, another writer, bad
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,26 +69,78 @@ class _Commands(click.Group):
         except StoreError as e:
             _fail(str(e))
         except sqlite3.DatabaseError as e:
-            db = ctx.obj.cfg.db if isinstance(ctx.obj, Context) else "the database"
+            db = ctx.meta.get("dupwatch.db", "the database")
             _fail(f"database {db}: {e} (damaged? a backup, or a new scan into a new database, gets you going again)")
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite database (default: state dir).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file.")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
-@click.version_option(package_name="dupwatch")
-@click.pass_context
-def main(ctx: click.Context, db: Path | None, config_path: Path | None, verbose: int, quiet: bool) -> None:
-    """Find near-duplicate photos: fingerprints, CNN embeddings and an HNSW index, recorded in SQLite."""
-    _lossless_output()
-    _setup_logging(verbose, quiet)
+@dataclass
+class GlobalOptions:
+    """--db, --config, -v, -q as given before the command; the same options after it win."""
+
+    db: Path | None = None
+    config_path: Path | None = None
+    verbose: int = 0
+    quiet: bool = False
+
+
+def _global_options(f: F) -> F:
+    f = click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bar, no summary, errors only.")(f)
+    f = click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")(f)
+    f = click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file."
+    )(f)
+    f = click.option(
+        "--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite database (default: state dir)."
+    )(f)
+    return f
+
+
+def pass_obj(f: Callable[..., Any]) -> Callable[..., Any]:
+    """click.pass_obj for dupwatch's commands: the global options are accepted after the command too (as users
+    type them: `dupwatch scan --db x.db -q DIR`), and the config is loaded with what was given where."""
+
+    @_global_options
+    @click.pass_context
+    @functools.wraps(f)
+    def run(
+        ctx: click.Context,
+        *args: Any,
+        db: Path | None,
+        config_path: Path | None,
+        verbose: int,
+        quiet: bool | None,
+        **kwargs: Any,
+    ) -> Any:
+        before = ctx.find_object(GlobalOptions) or GlobalOptions()
+        merged = GlobalOptions(
+            db or before.db, config_path or before.config_path, before.verbose + verbose, bool(quiet or before.quiet)
+        )
+        return f(_context(merged), *args, **kwargs)
+
+    return run
+
+
+def _context(opts: GlobalOptions) -> Context:
+    _setup_logging(opts.verbose, opts.quiet)
     try:
-        cfg = load_config(config_path)
+        cfg = load_config(opts.config_path)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    ctx.obj = Context(cfg.with_overrides(db=db.resolve() if db else None), quiet, config_path)
+    cfg = cfg.with_overrides(db=opts.db.resolve() if opts.db else None)
+    click.get_current_context().meta["dupwatch.db"] = cfg.db  # for the one-line database errors
+    return Context(cfg, opts.quiet, opts.config_path)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@_global_options
+@click.version_option(package_name="dupwatch")
+@click.pass_context
+def main(ctx: click.Context, db: Path | None, config_path: Path | None, verbose: int, quiet: bool | None) -> None:
+    """Find near-duplicate photos: fingerprints, CNN embeddings and an HNSW index, recorded in SQLite.
+
+    --db, --config, -v and -q may be given before or after the command."""
+    _lossless_output()
+    ctx.obj = GlobalOptions(db, config_path, verbose, bool(quiet))
 
 
 def _embedder(cfg: Config) -> Embedder:
@@ -122,28 +176,48 @@ def _writing(cfg: Config) -> Iterator[Store]:
         lock.release()
 
 
-def _progress(quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
-    """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
-    console = Console(stderr=True)
-    if quiet or not console.is_terminal:
-        return None, lambda: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+class _Progress:
+    """A rich progress bar on stderr when it is a terminal (never with -q). While it shows, log lines are printed
+    above it instead of being glued to it, and its label says what is going on (loading the model, ...)."""
 
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    task = bar.add_task("fingerprinting", total=None)
-    bar.start()
+    def __init__(self, quiet: bool) -> None:
+        self.console = Console(stderr=True, soft_wrap=True)  # long paths wrap where the terminal wraps them
+        self.bar: Any = None
+        self._handlers: list[logging.Handler] = []
+        if quiet or not self.console.is_terminal:
+            return
+        from rich.logging import RichHandler
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+        self.bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("starting", total=None)
+        root = logging.getLogger()
+        self._handlers = root.handlers[:]
+        handler = RichHandler(console=self.console, show_time=False, show_path=False, markup=False)
+        handler.setLevel(root.level)
+        root.handlers = [handler]
+        self.bar.start()
 
-    return update, bar.stop
+    def label(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=text)
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total, description="fingerprinting")
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            logging.getLogger().handlers = self._handlers
+            self.bar = None
 
 
 def matching_options(f: F) -> F:
@@ -163,7 +237,7 @@ def matching_options(f: F) -> F:
 @main.command()
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @matching_options
-@click.pass_obj
+@pass_obj
 def scan(obj: Context, dirs: tuple[Path, ...], **overrides: Any) -> None:
     """Fingerprint DIRS, confirm near-duplicates and record them in the database."""
     cfg = obj.cfg.with_overrides(**overrides)
@@ -173,20 +247,27 @@ def scan(obj: Context, dirs: tuple[Path, ...], **overrides: Any) -> None:
 def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
     from dupwatch.daemon.pipeline import open_pipeline
 
+    started = time.monotonic()
     with _writing(cfg) as store:
-        update, stop = _progress(quiet)
+        progress = _Progress(quiet)
         try:
-            with open_pipeline(cfg, store, _embedder(cfg)) as pipeline:
-                stats = pipeline.scan(dirs, progress=update)
+            progress.label("loading the CNN")
+            embedder = _embedder(cfg)
+            progress.label("looking at the folders")
+            with open_pipeline(cfg, store, embedder) as pipeline:
+                stats = pipeline.scan(dirs, progress=progress.update)
         except sqlite3.OperationalError as e:  # e.g. locked past the busy timeout by another program
             _fail(f"database {cfg.db}: {e}; nothing of the unfinished batch was recorded, run the scan again")
         finally:
-            stop()
+            progress.stop()
+        if quiet:
+            return
         counts = store.read.counts()
         click.echo(
             f"scanned {stats.seen} files ({stats.unchanged} unchanged, {stats.fingerprinted} fingerprinted, "
             f"{stats.reused} identical copies, {stats.moved} moved, {stats.deleted} gone, {stats.errors} unreadable) "
-            f"in {stats.seconds['total']:.1f}s; {counts['groups']} duplicate groups, {counts['grouped_files']} files",
+            f"in {time.monotonic() - started:.1f}s; {counts['groups']} duplicate groups, "
+            f"{counts['grouped_files']} files",
             err=True,
         )
 
@@ -226,7 +307,7 @@ def _build_report(cfg: Config) -> Report:
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of stdout.")
 @keeper_options
-@click.pass_obj
+@pass_obj
 def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, reference_dirs: tuple[Path, ...]) -> None:
     """Print the duplicate groups (largest reclaimable space first) with the evidence for each match, the file
     each group would keep, and the files that could not be read. --format html needs --out."""
@@ -257,7 +338,7 @@ def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, refere
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="How many look-alikes.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.pass_obj
+@pass_obj
 def query(obj: Context, image: Path, k: int, fmt: str) -> None:
     """Show the indexed images most like IMAGE (which need not be indexed itself)."""
     from dupwatch.daemon.pipeline import open_pipeline
@@ -308,10 +389,9 @@ def query(obj: Context, image: Path, k: int, fmt: str) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_obj
+@pass_obj
 def status(obj: Context, as_json: bool) -> None:
     """Counts of files, groups and errors; and, while `dupwatch watch` runs, its queue, uptime and last events."""
-    import time
 
     from dupwatch.daemon.service import read_status
 
@@ -341,7 +421,7 @@ def status(obj: Context, as_json: bool) -> None:
 @click.option("--polling", is_flag=True, help="Poll instead of inotify (network filesystems).")
 @click.option("--on-duplicate", help="Command run for each duplicate, with the event as JSON on stdin.")
 @matching_options
-@click.pass_obj
+@pass_obj
 def watch(obj: Context, dirs: tuple[Path, ...], polling: bool, on_duplicate: str | None, **overrides: Any) -> None:
     """Reconcile DIRS with the database, then follow them live: each new or changed photo is checked as soon as it
     is complete. This is what the systemd service runs. SIGTERM stops it cleanly, SIGHUP reloads the config."""
@@ -368,7 +448,7 @@ def watch(obj: Context, dirs: tuple[Path, ...], polling: bool, on_duplicate: str
 
 @main.command()
 @click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.pass_obj
+@pass_obj
 def demo(obj: Context, folder: Path | None) -> None:
     """Make a demo folder of real sample photos and near-duplicate variants (if absent), scan it, report."""
     folder = folder or default_state_dir() / "demo-photos"
@@ -403,7 +483,7 @@ def demo(obj: Context, folder: Path | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing (no --move-to needed).")
 @click.option("--yes", "-y", is_flag=True, help="Act on every group without asking (for scripts).")
 @keeper_options
-@click.pass_obj
+@pass_obj
 def resolve(
     obj: Context,
     groups: tuple[int, ...],
@@ -467,7 +547,7 @@ def resolve(
 
 @main.command()
 @click.argument("action_id", required=False, type=int)
-@click.pass_obj
+@pass_obj
 def undo(obj: Context, action_id: int | None) -> None:
     """Put the files of an action (default: the latest) back exactly where they were."""
     from dupwatch.daemon.actions import ActionError
@@ -489,7 +569,7 @@ def undo(obj: Context, action_id: int | None) -> None:
 
 
 @main.command()
-@click.pass_obj
+@pass_obj
 def actions(obj: Context) -> None:
     """The journal of resolve actions."""
     store = _store(obj.cfg, readonly=True)
@@ -501,7 +581,7 @@ def actions(obj: Context) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--group", "group_id", type=int, help="Mark every file of this group as not duplicates.")
-@click.pass_obj
+@pass_obj
 def ignore(obj: Context, paths: tuple[Path, ...], group_id: int | None) -> None:
     """Mark files as not duplicates of each other (A B, or --group N). The decision is kept by content, so it
     survives renames, rescans and the daemon."""
@@ -556,7 +636,7 @@ def render_unit(dupwatch: str, db: Path, roots: list[Path], config_path: Path | 
 @service.command("install")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--enable", is_flag=True, help="Also run systemctl --user daemon-reload and enable --now.")
-@click.pass_obj
+@pass_obj
 def service_install(obj: Context, dirs: tuple[Path, ...], enable: bool) -> None:
     """Write the user unit for DIRS to ~/.config/systemd/user/dupwatch.service."""
     import shutil

@@ -29,7 +29,7 @@ from dupwatch.daemon.index import EmbeddingIndex, IndexParams, sync_index
 from dupwatch.daemon.matcher import LocalDetail, Match, Matcher, Probe
 from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairKind, PairRecord
 from dupwatch.daemon.store import KnownFile, Store
-from dupwatch.daemon.workers import WORKER_DIED, Fingerprinter, limit_memory, timed_fingerprint
+from dupwatch.daemon.workers import WORKER_DIED, Fingerprinter, init_worker, timed_fingerprint
 from dupwatch.hashing.embedding import Embedder
 from dupwatch.hashing.errors import DecodeError
 from dupwatch.hashing.fingerprint import FileResult, Fingerprint, fingerprint_file
@@ -232,7 +232,7 @@ class Pipeline:
                 ctx = multiprocessing.get_context("forkserver")
                 limit = self.cfg.worker_memory_mb * (1 << 20)
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self.cfg.workers, mp_context=ctx, initializer=limit_memory, initargs=(limit,)
+                    max_workers=self.cfg.workers, mp_context=ctx, initializer=init_worker, initargs=(limit,)
                 )
         return self._pool
 

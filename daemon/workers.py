@@ -3,6 +3,7 @@ fingerprinting needs (Pillow, numpy, imagehash): never torch, which costs hundre
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -27,10 +28,19 @@ def timed_fingerprint(
     return r, time.perf_counter() - t
 
 
+def init_worker(headroom: int) -> None:
+    """Start of each decoding worker. Its address space is capped at what it already maps plus `headroom` bytes,
+    so that one huge image fails with a MemoryError (reported as 'too large to decode') instead of exhausting the
+    machine (0 = no cap). What C libraries print on stderr (libtiff's "More samples per pixel than can be decoded")
+    is dropped: every problem with a file comes back as its result, and the user's terminal stays readable."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    limit_memory(headroom)
+
+
 def limit_memory(headroom: int) -> None:
-    """In each decoding worker: cap its address space at what it already maps plus `headroom` bytes, so that one
-    huge image fails with a MemoryError (reported as 'too large to decode') instead of exhausting the machine.
-    0 = no cap."""
+    """Cap this process's address space at what it already maps plus `headroom` bytes (0 = no cap)."""
     if headroom > 0:
         limit = _mapped_bytes() + headroom
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

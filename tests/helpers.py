@@ -132,3 +132,50 @@ def dying_fingerprinter(path: str, max_side: int, max_pixels: int, max_bytes: in
             Path(marker).touch()
         os.kill(os.getpid(), 9)
     return fingerprint_file(path, max_side, max_pixels, max_bytes)
+
+
+def run_on_terminal(
+    cmd: list[str], cwd: Path, answer: bytes | None = None, wait_for: bytes = b"", timeout: float = 120.0
+) -> str:
+    """Run `cmd` with a pseudo-terminal as stdin, stdout and stderr; when `wait_for` shows up, type `answer`.
+    Returns everything it printed."""
+    import fcntl
+    import select
+    import struct
+    import termios
+
+    main_fd, sub_fd = os.openpty()
+    fcntl.ioctl(sub_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # 200 columns: no wrapping
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # the terminal's own size
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=sub_fd, stdout=sub_fd, stderr=sub_fd, close_fds=True)
+    os.close(sub_fd)
+    seen = b""
+    answered = answer is None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not answered and wait_for in seen:
+            os.write(main_fd, answer or b"")
+            answered = True
+        if select.select([main_fd], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # the other side is closed: the process ended
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    proc.wait(30)
+    os.close(main_fd)
+    return seen.decode(errors="replace")
+
+
+def screen_lines(raw: str) -> list[str]:
+    """What a terminal ends up showing, line by line: ANSI sequences removed, each line as left after its last
+    carriage return."""
+    import re
+
+    text = re.sub(r"\x1b\[(2K|[0-9]*G)", "\r", raw)  # erase line, cursor to a column: the line starts again
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    return [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]

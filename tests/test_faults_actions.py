@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import select
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.safefs import PARTIAL
 from dupwatch.daemon.store import ItemState, Store
 from dupwatch.hashing.embedding import tiny_embedder
-from tests.helpers import noise_png, tmpfs, tree_digest
+from tests.helpers import noise_png, run_on_terminal, tmpfs, tree_digest
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("DUPWATCH_FAULT_RUNS", "4"))
@@ -125,29 +124,9 @@ def test_dry_run_needs_no_quarantine(pair: tuple[Path, Path]) -> None:
 
 
 def _on_a_terminal(db: Path, q: Path, answer: bytes) -> str:
-    """Run `resolve` (every group) with a pseudo-terminal as stdin and stdout, answer its question, return what
-    it printed."""
-    main_fd, sub_fd = os.openpty()
+    """Run `resolve` (every group) on a pseudo-terminal, answer its question, return what it printed."""
     cmd = [sys.executable, "-m", "dupwatch.daemon.cli", "--db", str(db), "resolve", "--move-to", str(q)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdin=sub_fd, stdout=sub_fd, stderr=sub_fd, close_fds=True)
-    os.close(sub_fd)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while b"Go ahead?" not in seen and time.monotonic() < deadline:
-        if select.select([main_fd], [], [], 1)[0]:
-            seen += os.read(main_fd, 4096)
-    os.write(main_fd, answer)
-    while proc.poll() is None or select.select([main_fd], [], [], 0.2)[0]:
-        try:
-            chunk = os.read(main_fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    proc.wait(30)
-    os.close(main_fd)
-    return seen.decode(errors="replace")
+    return run_on_terminal(cmd, REPO, answer=answer, wait_for=b"Go ahead?")
 
 
 def test_on_a_terminal_resolve_shows_the_plan_and_asks(pair: tuple[Path, Path], tmp_path: Path) -> None:
