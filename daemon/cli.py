@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sqlite3
 import sys
 import time
@@ -39,6 +40,7 @@ class Context:
     cfg: Config
     quiet: bool
     config_path: Path | None = None
+    db_given: bool = False  # --db was named (not the default database)
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -128,7 +130,7 @@ def _context(opts: GlobalOptions) -> Context:
         raise click.UsageError(str(e)) from None
     cfg = cfg.with_overrides(db=opts.db.resolve() if opts.db else None)
     click.get_current_context().meta["dupwatch.db"] = cfg.db  # for the one-line database errors
-    return Context(cfg, opts.quiet, opts.config_path)
+    return Context(cfg, opts.quiet, opts.config_path, db_given=opts.db is not None)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -295,6 +297,16 @@ def _keeper_cfg(cfg: Config, keep_by: str | None, reference_dirs: tuple[Path, ..
     return cfg.with_overrides(keeper_rules=rules, reference_dirs=refs)
 
 
+def _write_table(rep: Report, fh: IO[str]) -> None:
+    """The table report: boxed and fitted for a terminal, plain and parseable for a pipe or a file."""
+    from dupwatch.daemon.reports import write_plain, write_table
+
+    if fh.isatty():
+        write_table(rep, Console(file=fh))
+    else:
+        write_plain(rep, fh)
+
+
 def _build_report(cfg: Config) -> Report:
     from dupwatch.daemon.reports import build_report
 
@@ -311,7 +323,7 @@ def _build_report(cfg: Config) -> Report:
 def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, reference_dirs: tuple[Path, ...]) -> None:
     """Print the duplicate groups (largest reclaimable space first) with the evidence for each match, the file
     each group would keep, and the files that could not be read. --format html needs --out."""
-    from dupwatch.daemon.reports import to_json, write_csv, write_table
+    from dupwatch.daemon.reports import to_json, write_csv
 
     cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs)
     rep = _build_report(cfg)
@@ -331,7 +343,7 @@ def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, refere
         elif fmt == "csv":
             write_csv(rep, fh)
         else:
-            write_table(rep, Console(file=fh, width=None if fh.isatty() else 160))
+            _write_table(rep, fh)
 
 
 @main.command()
@@ -450,7 +462,8 @@ def watch(obj: Context, dirs: tuple[Path, ...], polling: bool, on_duplicate: str
 @click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
 @pass_obj
 def demo(obj: Context, folder: Path | None) -> None:
-    """Make a demo folder of real sample photos and near-duplicate variants (if absent), scan it, report."""
+    """Make a demo folder of real sample photos and near-duplicate variants (if absent), scan it into the demo's
+    own database (demo.db in the state folder, unless --db names one), report."""
     folder = folder or default_state_dir() / "demo-photos"
     if not (folder / "images").is_dir():
         try:
@@ -459,10 +472,10 @@ def demo(obj: Context, folder: Path | None) -> None:
             _fail(f"the demo needs scikit-image for its sample photos ({e}); run ./quickstart run")
         click.echo(f"writing demo photos to {folder} ...", err=True)
         generate(folder, size=1600, photos=("chelsea", "coffee", "astronaut", "rocket"), split=("gravel",))
-    _scan(obj.cfg, [folder / "images"], obj.quiet)
-    from dupwatch.daemon.reports import write_table
-
-    write_table(_build_report(obj.cfg), Console())
+    cfg = obj.cfg if obj.db_given else obj.cfg.with_overrides(db=default_state_dir() / "demo.db")
+    _scan(cfg, [folder / "images"], obj.quiet)
+    _write_table(_build_report(cfg), sys.stdout)
+    click.echo(f"the demo's database is {cfg.db}; your own library's database is untouched", err=True)
 
 
 @main.command()
@@ -604,6 +617,52 @@ def ignore(obj: Context, paths: tuple[Path, ...], group_id: int | None) -> None:
                     store.decisions.ignore(a.content_hash or "", b.content_hash or "")
             store.graph.regroup([r.id for r in recs])
         click.echo(f"{len(recs)} files marked as not duplicates of each other", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_obj
+def roots(obj: Context, as_json: bool) -> None:
+    """The folders this database holds (those given to scan or watch), with their live files."""
+    from dupwatch.daemon.records import FileStatus
+
+    store = _store(obj.cfg, readonly=True)
+    rows = []
+    for r in store.decisions.roots():
+        known = store.files.stat_index([r])
+        live = sum(k.status == FileStatus.OK for k in known.values())
+        rows.append({"path": r, "files": live, "exists": os.path.isdir(r)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        gone = "" if row["exists"] else "  (gone: 'dupwatch forget' drops it)"
+        click.echo(f"{row['path']}  {row['files']} files{gone}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@pass_obj
+def forget(obj: Context, folder: Path) -> None:
+    """Drop FOLDER (one that is gone, typically) and everything recorded under it: its files leave their groups
+    and the indexes. Files on disk are never touched."""
+    from dupwatch.daemon.records import FileStatus
+
+    path = str(folder.absolute())
+    with _writing(obj.cfg) as store:
+        live = (FileStatus.OK, FileStatus.ERROR)  # resolved files stay as the journal knows them
+        ids = [k.id for k in store.files.stat_index([path]).values() if k.status in live]
+        with store.atomic():
+            dropped = store.decisions.remove_roots_under(path)
+            store.files.set_status(ids, FileStatus.DELETED, store.next_gen())
+            store.graph.regroup(ids)
+    if not ids and not dropped:
+        _fail(f"nothing is recorded under {path} ('dupwatch roots' lists the folders)")
+    click.echo(
+        f"forgot {len(ids)} files under {path}" + (f" and the folder {', '.join(dropped)}" if dropped else ""), err=True
+    )
+    if folder.exists():
+        click.echo("the folder still exists: the next scan of it records its files again", err=True)
 
 
 @main.group()

@@ -6,14 +6,17 @@ The JSON shape is a contract that scripts and benchmarks rely on (see README): k
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import IO, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dupwatch.daemon.files import is_under
 from dupwatch.daemon.keeper import DEFAULT_RULES, choose
 from dupwatch.daemon.records import FileRecord, PairKind
 from dupwatch.daemon.store import Store
@@ -65,6 +68,7 @@ class BadFile:
 class Report:
     groups: list[Group] = field(default_factory=list)
     errors: list[BadFile] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)  # the scanned folders (paths are shown relative to them)
 
     @property
     def reclaimable(self) -> int:
@@ -110,6 +114,7 @@ def build_report(store: Store, rules: Sequence[str] = DEFAULT_RULES, reference_d
         )
     report.groups.sort(key=lambda g: (-g.reclaimable, g.id))
     report.errors = [BadFile(r.path, r.error or "unknown error") for r in store.read.errors()]
+    report.roots = store.decisions.roots()
     return report
 
 
@@ -180,32 +185,123 @@ def _size(n: int) -> str:
     return f"{value:.1f} GB"
 
 
+def display_path(path: str, roots: Sequence[str]) -> str:
+    """A path as the table shows it: relative to the scanned folder holding it (prefixed with that folder's name
+    when there are several); unchanged when it lies under none."""
+    root = max((r for r in roots if is_under(path, r)), key=len, default=None)
+    if root is None:
+        return path
+    rel = os.path.relpath(path, root)
+    return rel if len(roots) == 1 else f"{os.path.basename(root.rstrip('/')) or root}/{rel}"
+
+
+def _similarity(g: Group) -> dict[str, float]:
+    """Per member: the highest cosine of its pairs within the group."""
+    best: dict[str, float] = {}
+    for p in g.pairs:
+        for path in (p.a, p.b):
+            best[path] = max(best.get(path, 0.0), p.cosine)
+    return best
+
+
+def _role(g: Group, path: str) -> str:
+    return "keep" if path == g.keeper else ("ref" if path in g.protected else "")
+
+
+_SIMILARITY_NOTE = "match: a file's closest CNN similarity within its group (1.000: the same picture)"
+_OTHER_COLUMNS = 34  # what the role, size, pixels and match columns and the padding take on a line
+
+
+def wrap_path(path: str, width: int) -> str:
+    """Break a path into lines of at most `width` characters at its '/'s, so that a terminal that is too narrow
+    for it shows folder and file names whole (a name longer than a line is still folded)."""
+    if len(path) <= width or width < 8:
+        return path
+    lines: list[str] = []
+    line = ""
+    for part in path.split("/"):
+        piece = part if not line else "/" + part
+        if line and len(line) + len(piece) > width:
+            lines.append(line + "/")
+            line = part
+        else:
+            line += piece
+    lines.append(line)
+    return "\n".join(lines)
+
+
 def write_table(report: Report, console: Console) -> None:
+    """For a terminal: one table per group, fitted to its width, paths relative to the scanned folders."""
     s = summary(report)
-    console.print(f"{s['groups']} duplicate groups, {s['files']} files, {_size(s['reclaimable_bytes'])} reclaimable")
+    where = f"; paths under {report.roots[0]}" if len(report.roots) == 1 else ""
+    console.print(
+        Text(f"{s['groups']} duplicate groups, {s['files']} files, {_size(s['reclaimable_bytes'])} reclaimable{where}")
+    )
+    if report.groups:
+        console.print(Text(_SIMILARITY_NOTE, style="dim"))
+    path_width = max(20, console.width - _OTHER_COLUMNS)
     for g in report.groups:
-        best: dict[str, float] = {}
-        for p in g.pairs:
-            for path in (p.a, p.b):
-                best[path] = max(best.get(path, 0.0), p.cosine)
+        best = _similarity(g)
         t = Table(
             title=f"group {g.id}: {len(g.members)} files, {_size(g.reclaimable)} reclaimable; keep: {g.keeper_reason}",
             title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
         )
-        t.add_column("", width=4)
+        t.add_column("", no_wrap=True)
         t.add_column("path", overflow="fold")
-        t.add_column("size", justify="right")
-        t.add_column("pixels", justify="right")
-        t.add_column("best match", justify="right")
+        t.add_column("size", justify="right", no_wrap=True)
+        t.add_column("pixels", justify="right", no_wrap=True)
+        t.add_column("match", justify="right", no_wrap=True)
         for m in g.members:
             px = f"{m.width}x{m.height}" if m.width else "?"
-            mark = "keep" if m.path == g.keeper else ("ref" if m.path in g.protected else "")
-            t.add_row(mark, Text(m.path), _size(m.size), px, f"{best.get(m.path, 0):.3f}")
+            sim = f"{best.get(m.path, 0):.3f}"
+            shown = wrap_path(display_path(m.path, report.roots), path_width)
+            t.add_row(_role(g, m.path), Text(shown), _size(m.size), px, sim)
         console.print(t)
     if report.errors:
-        t = Table(title=f"{len(report.errors)} files could not be read", title_justify="left")
-        t.add_column("path", overflow="fold")
-        t.add_column("reason")
+        t = Table(title=f"{len(report.errors)} files could not be read", title_justify="left", box=box.SIMPLE_HEAD)
+        t.add_column("path", overflow="fold", ratio=1)
+        t.add_column("reason", ratio=1)
         for e in report.errors:
-            t.add_row(Text(e.path), Text(e.error))
+            t.add_row(Text(wrap_path(display_path(e.path, report.roots), console.width // 2 - 3)), Text(e.error))
         console.print(t)
+
+
+PLAIN_COLUMNS = ("group", "role", "bytes", "pixels", "match", "path", "note")
+
+
+def _field(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def write_plain(report: Report, out: IO[str]) -> None:
+    """For a pipe or a file: tab-separated rows under one header, no box drawing, no padding, comments first. One
+    row per group member (role keep, ref or empty) and one per unreadable file (role error, the reason as note);
+    paths relative to the scanned folders named in the comments (the JSON and CSV reports carry full paths)."""
+    s = summary(report)
+    out.write(
+        f"# {s['groups']} duplicate groups, {s['files']} files, {s['reclaimable_bytes']} bytes reclaimable, "
+        f"{s['errors']} unreadable\n"
+    )
+    for root in report.roots:
+        out.write(f"# root: {root}\n")
+    out.write(f"# {_SIMILARITY_NOTE}\n")
+    out.write("\t".join(PLAIN_COLUMNS) + "\n")
+    for g in report.groups:
+        best = _similarity(g)
+        for m in g.members:
+            px = f"{m.width}x{m.height}" if m.width else ""
+            row = [
+                g.id,
+                _role(g, m.path),
+                m.size,
+                px,
+                f"{best.get(m.path, 0):.3f}",
+                display_path(m.path, report.roots),
+                "",
+            ]
+            out.write("\t".join(_field(v) for v in row) + "\n")
+    for e in report.errors:
+        row = ["", "error", "", "", "", display_path(e.path, report.roots), e.error]
+        out.write("\t".join(_field(v) for v in row) + "\n")

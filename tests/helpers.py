@@ -135,9 +135,15 @@ def dying_fingerprinter(path: str, max_side: int, max_pixels: int, max_bytes: in
 
 
 def run_on_terminal(
-    cmd: list[str], cwd: Path, answer: bytes | None = None, wait_for: bytes = b"", timeout: float = 120.0
+    cmd: list[str],
+    cwd: Path,
+    answer: bytes | None = None,
+    wait_for: bytes = b"",
+    timeout: float = 120.0,
+    columns: int = 200,
 ) -> str:
-    """Run `cmd` with a pseudo-terminal as stdin, stdout and stderr; when `wait_for` shows up, type `answer`.
+    """Run `cmd` with a pseudo-terminal (`columns` wide) as stdin, stdout and stderr; when `wait_for` shows up,
+    type `answer`.
     Returns everything it printed."""
     import fcntl
     import select
@@ -145,7 +151,7 @@ def run_on_terminal(
     import termios
 
     main_fd, sub_fd = os.openpty()
-    fcntl.ioctl(sub_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # 200 columns: no wrapping
+    fcntl.ioctl(sub_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # the terminal's own size
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=sub_fd, stdout=sub_fd, stderr=sub_fd, close_fds=True)
     os.close(sub_fd)

@@ -46,8 +46,15 @@ def test_report_csv_and_table(scanned_db) -> None:
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert rows and {"group", "path", "size", "width", "height", "error"} <= set(rows[0])
     assert any(row["error"] for row in rows) and any(row["group"] for row in rows)
-    table = CliRunner().invoke(main, ["--db", str(db), "report"])
-    assert table.exit_code == 0 and "group 1" in table.stdout and "could not be read" in table.stdout
+    table = CliRunner().invoke(main, ["--db", str(db), "report"])  # not a terminal: the plain table
+    assert table.exit_code == 0
+    lines = table.stdout.splitlines()
+    header = next(line for line in lines if not line.startswith("#"))
+    assert header.split("\t") == ["group", "role", "bytes", "pixels", "match", "path", "note"]
+    rows = [line.split("\t") for line in lines[lines.index(header) + 1 :]]
+    assert all(len(r) == 7 for r in rows) and any(r[1] == "keep" for r in rows) and any(r[1] == "error" for r in rows)
+    assert not any(c in table.stdout for c in "│┃━─") and not any(line.endswith(" ") for line in lines)
+    assert all(not Path(r[5]).is_absolute() for r in rows)  # relative to the root named in a '# root:' line
 
 
 def test_status_counts(scanned_db, photo_set) -> None:

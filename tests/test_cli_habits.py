@@ -3,6 +3,7 @@ what it is doing and keeps log lines apart, a summary that counts the whole comm
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -68,3 +69,60 @@ def test_on_a_terminal_the_bar_says_what_it_does_and_log_lines_stand_apart(folde
     assert warning, out
     assert not any("fingerprinting" in line or "━" in line for line in warning)  # not glued to the bar
     assert any(line.startswith("scanned 5 files") for line in lines)
+
+
+@pytest.fixture
+def scanned(tmp_path: Path) -> Path:
+    """A library with long-ish names, scanned (tinynet)."""
+    root = tmp_path / "Pictures"
+    for folder in ("DCIM/100APPLE", "WhatsApp/Media/WhatsApp Images"):
+        (root / folder).mkdir(parents=True)
+    for i in range(3):
+        data = noise_png(60 + i, 64)
+        (root / "DCIM/100APPLE" / f"IMG_2024061{i}_123456789.png").write_bytes(data)
+        (root / "WhatsApp/Media/WhatsApp Images" / f"IMG-2024061{i}-WA00{i}.png").write_bytes(data)
+    (tmp_path / "c.toml").write_text('model = "tinynet"\nworkers = 0\n')
+    db = tmp_path / "d.db"
+    r = CliRunner().invoke(main, ["scan", "--db", str(db), "--config", str(tmp_path / "c.toml"), "-q", str(root)])
+    assert r.exit_code == 0, r.output
+    return db
+
+
+def test_the_table_fits_an_80_column_terminal_with_names_whole(scanned: Path) -> None:
+    out = run_on_terminal(
+        [sys.executable, "-m", "dupwatch.daemon.cli", "report", "--db", str(scanned)], REPO, columns=80
+    )
+    lines = [line.rstrip() for line in screen_lines(out)]
+    assert max(len(line) for line in lines) <= 80
+    text = "\n".join(lines)
+    assert "match:" in text and "paths under" in text
+    for i in range(3):  # relative paths: short enough that no file name is cut
+        assert f"IMG_2024061{i}_123456789.png" in text and f"IMG-2024061{i}-WA00{i}.png" in text
+    assert not any("/tmp/" in line for line in lines if "64x64" in line)  # rows show paths below the root
+
+
+def test_the_demo_uses_its_own_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("skimage")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    own = tmp_path / "state" / "dupwatch" / "dupwatch.db"
+    r = CliRunner().invoke(main, ["demo", str(tmp_path / "demo"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "state" / "dupwatch" / "demo.db").exists() and not own.exists()
+    assert "the demo's database is" in r.stderr
+
+
+def test_roots_lists_the_folders_and_forget_drops_one_that_is_gone(scanned: Path) -> None:
+    import shutil
+
+    root = scanned.parent / "Pictures"
+    r = CliRunner().invoke(main, ["roots", "--db", str(scanned), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == [{"path": str(root), "files": 6, "exists": True}]
+    shutil.rmtree(root / "WhatsApp")
+    assert CliRunner().invoke(main, ["forget", "--db", str(scanned), str(root / "WhatsApp")]).exit_code == 0
+    status = json.loads(CliRunner().invoke(main, ["status", "--db", str(scanned), "--json"]).stdout)
+    assert (status["files"], status["groups"]) == (3, 0)  # its copies left their groups
+    shutil.rmtree(root)
+    assert CliRunner().invoke(main, ["forget", "--db", str(scanned), str(root)]).exit_code == 0
+    assert json.loads(CliRunner().invoke(main, ["roots", "--db", str(scanned), "--json"]).stdout) == []
+    again = CliRunner().invoke(main, ["forget", "--db", str(scanned), str(root)])
+    assert again.exit_code == 1 and "nothing is recorded" in again.stderr

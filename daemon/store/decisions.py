@@ -33,5 +33,12 @@ class Decisions:
         for r in roots:
             self.db.execute("INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)", [to_db(r), time.time()])
 
+    def remove_roots_under(self, folder: str) -> list[str]:
+        """Forget the roots at or below `folder`; returns them."""
+        gone = [r for r in self.roots() if r == folder or r.startswith(folder.rstrip("/") + "/")]
+        for r in gone:
+            self.db.execute("DELETE FROM roots WHERE path = ?", [to_db(r)])
+        return gone
+
     def roots(self) -> list[str]:
         return [from_db(r[0]) for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
