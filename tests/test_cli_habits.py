@@ -126,3 +126,22 @@ def test_roots_lists_the_folders_and_forget_drops_one_that_is_gone(scanned: Path
     assert json.loads(CliRunner().invoke(main, ["roots", "--db", str(scanned), "--json"]).stdout) == []
     again = CliRunner().invoke(main, ["forget", "--db", str(scanned), str(root)])
     assert again.exit_code == 1 and "nothing is recorded" in again.stderr
+
+
+def _groups_by_id(db: Path) -> dict[int, list[str]]:
+    r = CliRunner().invoke(main, ["report", "--db", str(db), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    return {g["id"]: sorted(m["path"] for m in g["members"]) for g in json.loads(r.stdout)["groups"]}
+
+
+def test_group_ids_stay_the_same_across_resolve_and_undo(scanned: Path, tmp_path: Path) -> None:
+    before = _groups_by_id(scanned)
+    assert len(before) == 3
+    q = str(tmp_path / "q")
+    one = sorted(before)[1]
+    for args, left in ((["resolve", str(one)], 2), (["resolve", "--yes"], 0)):  # one group, then all of them
+        r = CliRunner().invoke(main, [*args, "--db", str(scanned), "--move-to", q])
+        assert r.exit_code == 0, r.output
+        assert len(_groups_by_id(scanned)) == left
+        assert CliRunner().invoke(main, ["undo", "--db", str(scanned)]).exit_code == 0
+        assert _groups_by_id(scanned) == before  # back at once, under the same ids, no rescan needed

@@ -22,7 +22,7 @@ def test_migrations_are_recorded_and_a_newer_database_is_refused(tmp_path: Path)
     db = tmp_path / "s.db"
     s = Store(db)
     applied = [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'dupwatch'")]
-    assert applied == ["m001_initial", "m002_file_notes"]
+    assert applied == ["m001_initial", "m002_file_notes", "m003_last_group"]
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     s.db.execute(
         "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('dupwatch', 'm999_future', 'now')"
@@ -46,7 +46,11 @@ def test_a_database_from_before_migrations_opens_and_keeps_its_rows(tmp_path: Pa
     s = Store(db)
     rec = s.files.by_path("/p/a.jpg")
     assert rec is not None and (rec.size, rec.mtime_ns, rec.status) == (3, 4, FileStatus.OK)
-    assert [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations")] == ["m001_initial", "m002_file_notes"]
+    assert [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations")] == [
+        "m001_initial",
+        "m002_file_notes",
+        "m003_last_group",
+    ]
 
 
 def test_unsigned_64_bit_hashes_survive(tmp_path: Path) -> None:
@@ -126,7 +130,7 @@ def test_regrouping_a_large_group_takes_a_few_queries_not_one_per_file(tmp_path:
     gid = s.graph.group_of(ids[0])
     assert gid is not None and len(s.graph.group_members(gid)) == 300
     queries = [q for q in statements if not q.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]
-    assert len(queries) < 12, queries
+    assert len(queries) < 15, queries  # a constant number, whatever the size of the group
 
 
 def test_a_locked_database_waits_for_the_busy_timeout_then_fails(tmp_path: Path) -> None:

@@ -45,6 +45,13 @@ def m002_file_notes(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE files ADD COLUMN notes TEXT")
 
 
+@_migration
+def m003_last_group(db: sqlite_utils.Database) -> None:
+    """The group a file is in or was last in: a group that dissolved (its files moved away by `resolve`) comes
+    back under its old id when `undo` brings them back."""
+    db.execute("ALTER TABLE files ADD COLUMN last_group INTEGER")
+
+
 _SCHEMA_1 = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)""",
     """CREATE TABLE IF NOT EXISTS files (

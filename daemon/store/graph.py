@@ -72,12 +72,13 @@ class Graph:
         nodes = [int(r[0]) for r in self.db.execute(_REACH, {"start": json.dumps(start), "ok": _OK})]
         ids = json.dumps(nodes)
         info = self.db.execute(
-            "SELECT f.id, f.status, f.content_hash, m.group_id FROM json_each(?) j JOIN files f ON f.id = j.value "
-            "LEFT JOIN members m ON m.file_id = f.id",
+            "SELECT f.id, f.status, f.content_hash, m.group_id, f.last_group FROM json_each(?) j "
+            "JOIN files f ON f.id = j.value LEFT JOIN members m ON m.file_id = f.id",
             [ids],
         ).fetchall()
-        live = {int(fid): chash for fid, status, chash, _ in info if status == _OK}
-        old = {int(fid): gid for fid, _, _, gid in info if gid is not None}
+        live = {int(fid): chash for fid, status, chash, _, _ in info if status == _OK}
+        old = {int(fid): gid for fid, _, _, gid, _ in info if gid is not None}
+        last = {int(fid): lg for fid, _, _, _, lg in info if lg is not None}
         ignored = self.decisions.ignored()
         parent = {n: n for n in nodes}
 
@@ -101,13 +102,20 @@ class Graph:
             components.setdefault(find(n), []).append(n)
 
         self.db.execute("DELETE FROM members WHERE file_id IN (SELECT value FROM json_each(?))", [ids])
+        in_use = {int(r[0]) for r in self.db.execute("SELECT DISTINCT group_id FROM members")}
         claimed: set[int] = set()
         next_id = self.meta.get_int("next_group_id", 1)
         rows: list[tuple[int, int]] = []
         for comp in sorted((sorted(c) for c in components.values()), key=lambda c: c[0]):
             if len(comp) < 2:
                 continue
+            # the smallest id a member holds now; else, when every member was last in one group that no group
+            # holds any more, that group's id (a group that dissolved when `resolve` moved its files away comes back
+            # under its id at `undo`); else a new id
             candidates = sorted({g for f in comp if (g := old.get(f)) is not None} - claimed)
+            previous = {last.get(f) for f in comp}
+            if not candidates and len(previous) == 1 and None not in previous:
+                candidates = sorted({g for g in previous if g is not None} - claimed - in_use)
             if candidates:
                 gid = candidates[0]
             else:
@@ -118,6 +126,13 @@ class Graph:
             "INSERT INTO members (file_id, group_id) "
             "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)",
             [json.dumps(rows)],
+        )
+        # every file remembers the group it is in, or was last in
+        remembered = dict(old) | dict(rows)
+        self.db.execute(
+            "UPDATE files SET last_group = json_extract(j.value, '$[1]') FROM json_each(?) j "
+            "WHERE files.id = json_extract(j.value, '$[0]')",
+            [json.dumps(sorted(remembered.items()))],
         )
         self.meta.set("next_group_id", next_id)
 
