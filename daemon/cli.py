@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -27,6 +27,7 @@ from dupwatch.daemon.lock import AlreadyRunning, WriterLock
 from dupwatch.daemon.store import StoreError
 
 if TYPE_CHECKING:
+    from dupwatch.daemon.records import FileRecord
     from dupwatch.daemon.reports import Report
     from dupwatch.daemon.store import Store
     from dupwatch.hashing.embedding import Embedder
@@ -591,32 +592,93 @@ def actions(obj: Context) -> None:
         click.echo(f"#{a.id} {a.mode:8} {a.done}/{a.items} files, {a.bytes} bytes, {state}, target {a.target or '-'}")
 
 
+def _records(store: Store, paths: tuple[Path, ...]) -> list[FileRecord]:
+    found = {p: store.files.by_path(str(p.absolute())) for p in paths}
+    unknown = [str(p) for p, r in found.items() if r is None]
+    if unknown:
+        _fail(f"not in the database: {', '.join(unknown)}")
+    return [r for r in found.values() if r is not None]
+
+
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--group", "group_id", type=int, help="Mark every file of this group as not duplicates.")
+@click.option("--group", "group_id", type=int, help="No two files of group N are duplicates: the group dissolves.")
+@click.option("--member", type=click.Path(path_type=Path), help="This file is not a duplicate of its group's others.")
 @pass_obj
-def ignore(obj: Context, paths: tuple[Path, ...], group_id: int | None) -> None:
-    """Mark files as not duplicates of each other (A B, or --group N). The decision is kept by content, so it
-    survives renames, rescans and the daemon."""
-    if bool(paths) == (group_id is not None) or (paths and len(paths) < 2):
-        raise click.UsageError("give two or more paths, or --group N")
+def ignore(obj: Context, paths: tuple[Path, ...], group_id: int | None, member: Path | None) -> None:
+    """Mark files as not duplicates: A B (A is not a duplicate of B, nor of any further path named), --member A
+    (A leaves its group), or --group N (the whole group). Decisions are kept by content, so they survive renames,
+    rescans and the daemon; 'dupwatch ignored' lists them and 'dupwatch unignore' takes one back."""
+    from dupwatch.daemon.ignoring import IgnoreError, ignore_group, ignore_member, ignore_pair
+
+    if sum((bool(paths), group_id is not None, member is not None)) != 1 or (paths and len(paths) < 2):
+        raise click.UsageError("give two or more paths, --member PATH, or --group N")
     with _writing(obj.cfg) as store:
-        if group_id is not None:
-            recs = list(store.files.many(store.graph.group_members(group_id)).values())
-            if not recs:
-                _fail(f"no group {group_id}")
-        else:
-            found = {p: store.files.by_path(str(p.resolve())) for p in paths}
-            recs = [r for r in found.values() if r is not None and r.content_hash is not None]
-            unknown = [str(p) for p, r in found.items() if r is None or r.content_hash is None]
-            if unknown:
-                _fail(f"not in the database: {', '.join(unknown)}")
-        with store.atomic():
-            for i, a in enumerate(recs):
-                for b in recs[i + 1 :]:
-                    store.decisions.ignore(a.content_hash or "", b.content_hash or "")
-            store.graph.regroup([r.id for r in recs])
-        click.echo(f"{len(recs)} files marked as not duplicates of each other", err=True)
+        try:
+            if group_id is not None:
+                out = ignore_group(store, group_id)
+                click.echo(f"group {group_id} dissolved: {out.pairs} pairs marked as not duplicates", err=True)
+            elif member is not None:
+                [rec] = _records(store, (member,))
+                out = ignore_member(store, rec)
+                click.echo(f"{rec.path} is no duplicate of the {out.pairs} other files of its group", err=True)
+            else:
+                first, *rest = _records(store, paths)
+                for other in rest:
+                    out = ignore_pair(store, first, other)
+                    click.echo(f"not duplicates: {first.path} and {other.path}", err=True)
+                    if out.still_grouped is not None:
+                        click.echo(
+                            f"  both are still in group {out.still_grouped} through other files: "
+                            f"'dupwatch ignore --member {other.path}' takes one out of it",
+                            err=True,
+                        )
+        except IgnoreError as e:
+            _fail(str(e))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_obj
+def ignored(obj: Context, as_json: bool) -> None:
+    """The "not duplicates" decisions, with the files that hold each content now."""
+    from dupwatch.daemon.ignoring import list_ignored
+
+    entries = list_ignored(_store(obj.cfg, readonly=True))
+    if as_json:
+        click.echo(json.dumps([asdict(e) for e in entries], indent=1))
+        return
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at))
+        a = ", ".join(e.paths_a) or "(no file now)"
+        b = ", ".join(e.paths_b) or "(no file now)"
+        click.echo(f"#{e.id} {when}  {a}  <>  {b}")
+    if not entries:
+        click.echo("no decisions", err=True)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--id", "decision_id", type=int, help="The decision's number in 'dupwatch ignored'.")
+@pass_obj
+def unignore(obj: Context, paths: tuple[Path, ...], decision_id: int | None) -> None:
+    """Take back a "not duplicates" decision: A B, or --id N. The files' groups are recomputed at once."""
+    from dupwatch.daemon.ignoring import IgnoreError, unignore_id, unignore_pair
+
+    if (decision_id is None) == (len(paths) != 2) or (decision_id is not None and paths):
+        raise click.UsageError("give two paths, or --id N")
+    with _writing(obj.cfg) as store:
+        try:
+            if decision_id is not None:
+                unignore_id(store, decision_id)
+                click.echo(f"decision #{decision_id} taken back", err=True)
+                return
+            a, b = _records(store, paths)
+            if not unignore_pair(store, a, b):
+                _fail(f"no decision about {a.path} and {b.path}")
+            click.echo(f"taken back: {a.path} and {b.path} may be duplicates again", err=True)
+        except IgnoreError as e:
+            _fail(str(e))
 
 
 @main.command()

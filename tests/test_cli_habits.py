@@ -145,3 +145,68 @@ def test_group_ids_stay_the_same_across_resolve_and_undo(scanned: Path, tmp_path
         assert len(_groups_by_id(scanned)) == left
         assert CliRunner().invoke(main, ["undo", "--db", str(scanned)]).exit_code == 0
         assert _groups_by_id(scanned) == before  # back at once, under the same ids, no rescan needed
+
+
+def _same_picture(seed: int, copy: int) -> bytes:
+    """The same pixels in other bytes (a text chunk differs): a near-duplicate with its own content hash, since
+    "not duplicates" decisions are kept by content."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("copy", str(copy))
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(noise_png(seed, 64))).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def four(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A group of four identical photos, scanned."""
+    root = tmp_path / "four"
+    root.mkdir()
+    names = [str(root / f"{c}.png") for c in "wxyz"]
+    for n, name in enumerate(names):
+        Path(name).write_bytes(_same_picture(77, n))
+    (tmp_path / "c.toml").write_text('model = "tinynet"\nworkers = 0\n')
+    db = tmp_path / "f.db"
+    r = CliRunner().invoke(main, ["scan", "--db", str(db), "--config", str(tmp_path / "c.toml"), "-q", str(root)])
+    assert r.exit_code == 0, r.output
+    return db, names
+
+
+def test_ignore_a_pair_a_member_a_group_list_them_and_take_them_back(four: tuple[Path, list[str]]) -> None:
+    db, (w, x, y, z) = four
+    run = CliRunner().invoke
+    r = run(main, ["ignore", "--db", str(db), w, x])
+    assert r.exit_code == 0 and "still in group" in r.stderr  # w and x stay connected through y and z
+    assert list(_groups_by_id(db).values()) == [sorted([w, x, y, z])]
+    r = run(main, ["ignore", "--db", str(db), "--member", w])
+    assert r.exit_code == 0, r.output
+    assert list(_groups_by_id(db).values()) == [sorted([x, y, z])]  # w left, the others stay together
+    listed = json.loads(run(main, ["ignored", "--db", str(db), "--json"]).stdout)
+    assert len(listed) == 3  # w-x once, w-y, w-z: never x-y or the like
+    assert all(e["paths_a"] and e["paths_b"] for e in listed)
+    assert {frozenset((*e["paths_a"], *e["paths_b"])) for e in listed} == {frozenset((w, o)) for o in (x, y, z)}
+    r = run(main, ["unignore", "--db", str(db), "--id", str(listed[0]["id"])])
+    assert r.exit_code == 0 and len(json.loads(run(main, ["ignored", "--db", str(db), "--json"]).stdout)) == 2
+
+
+def test_ignoring_several_files_names_the_first_against_each_other(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    a, b, c = (str(root / f"{n}.png") for n in "abc")
+    for n, name in enumerate((a, b, c)):
+        Path(name).write_bytes(_same_picture(1, n))
+    (tmp_path / "c.toml").write_text('model = "tinynet"\nworkers = 0\n')
+    db = tmp_path / "d.db"
+    CliRunner().invoke(main, ["scan", "--db", str(db), "--config", str(tmp_path / "c.toml"), "-q", str(root)])
+    r = CliRunner().invoke(main, ["ignore", "--db", str(db), a, b, c])
+    assert r.exit_code == 0
+    assert list(_groups_by_id(db).values()) == [sorted([b, c])]  # b and c were not declared apart
+    r = CliRunner().invoke(main, ["unignore", "--db", str(db), a, b])
+    assert r.exit_code == 0 and list(_groups_by_id(db).values()) == [sorted([a, b, c])]
+    group = next(iter(_groups_by_id(db)))
+    assert CliRunner().invoke(main, ["ignore", "--db", str(db), "--group", str(group)]).exit_code == 0
+    assert _groups_by_id(db) == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import sqlite_utils
 
@@ -15,6 +16,16 @@ def content_key(a: str | None, b: str | None) -> tuple[str, str]:
     """The order-free key of a pair of contents."""
     x, y = a or "", b or ""
     return (x, y) if x < y else (y, x)
+
+
+@dataclass
+class IgnoredPair:
+    """One "not duplicates" decision: two contents (content hashes), and when it was taken."""
+
+    id: int
+    a: str
+    b: str
+    created_at: float
 
 
 class Decisions:
@@ -28,6 +39,22 @@ class Decisions:
         if hash_a != hash_b:
             a, b = content_key(hash_a, hash_b)
             self.db.execute("INSERT OR IGNORE INTO ignored (a, b, created_at) VALUES (?, ?, ?)", [a, b, time.time()])
+
+    def ignored_pairs(self) -> list[IgnoredPair]:
+        return [
+            IgnoredPair(int(r[0]), str(r[1]), str(r[2]), float(r[3] or 0))
+            for r in self.db.execute("SELECT rowid, a, b, created_at FROM ignored ORDER BY rowid")
+        ]
+
+    def unignore(self, hash_a: str, hash_b: str) -> bool:
+        a, b = content_key(hash_a, hash_b)
+        return self.db.execute("DELETE FROM ignored WHERE a = ? AND b = ?", [a, b]).rowcount > 0
+
+    def unignore_id(self, decision_id: int) -> IgnoredPair | None:
+        found = [p for p in self.ignored_pairs() if p.id == decision_id]
+        if found:
+            self.db.execute("DELETE FROM ignored WHERE rowid = ?", [decision_id])
+        return found[0] if found else None
 
     def add_roots(self, roots: Iterable[str]) -> None:
         for r in roots:
