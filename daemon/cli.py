@@ -432,7 +432,10 @@ def status(obj: Context, as_json: bool) -> None:
 @main.command()
 @click.argument("dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--polling", is_flag=True, help="Poll instead of inotify (network filesystems).")
-@click.option("--on-duplicate", help="Command run for each duplicate, with the event as JSON on stdin.")
+@click.option(
+    "--on-duplicate",
+    help="Shell command run for each new duplicate, the event as JSON on stdin (5 per 10 s at most, then a summary).",
+)
 @matching_options
 @pass_obj
 def watch(obj: Context, dirs: tuple[Path, ...], polling: bool, on_duplicate: str | None, **overrides: Any) -> None:

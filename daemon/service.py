@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import queue
-import shlex
 import signal
 import sqlite3
 import subprocess
@@ -47,6 +46,35 @@ class ServiceState(StrEnum):
     WATCHING = "watching"
     STOPPING = "stopping"
     STOPPED = "stopped"
+
+
+class HookLimiter:
+    """At most `burst` hook runs per `window` seconds; what comes on top is counted, and told in one summary
+    event ({"event": "duplicates", "count": N, "paths": [...]}) once the window has passed: a camera import of 300
+    bursts gives a few notifications, not 300."""
+
+    def __init__(self, burst: int = 5, window: float = 10.0) -> None:
+        self.burst, self.window = burst, window
+        self._times: deque[float] = deque()
+        self._held: list[str] = []
+
+    def offer(self, event: dict[str, Any], run: Callable[[dict[str, Any]], None], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+        if len(self._times) < self.burst:
+            self._times.append(now)
+            run(event)
+        else:
+            self._held.append(str(event.get("path", "")))
+
+    def flush(self, run: Callable[[dict[str, Any]], None], now: float | None = None) -> None:
+        """Called from the loop: the summary of what was held back, once the window since the last run passed."""
+        now = time.monotonic() if now is None else now
+        if self._held and (not self._times or now - self._times[-1] > self.window):
+            held, self._held = self._held, []
+            self._times.append(now)
+            run({"event": "duplicates", "time": time.time(), "count": len(held), "paths": held[:100]})
 
 
 @dataclass
@@ -97,6 +125,9 @@ class Service:
         self._last_events: deque[dict[str, Any]] = deque(maxlen=20)
         self._young: dict[str, float] = {}  # path -> first time it failed to decode (still being written?)
         self._alive = time.monotonic()  # the main loop's last sign of life (for the watchdog heartbeat)
+        # the hook is for duplicates new since the daemon started: not those its first reconcile finds
+        self._hooks_live = False
+        self._hook_limiter = HookLimiter()
         self._failure: str | None = None  # why the service stopped on its own
 
     # -- signals ---------------------------------------------------------------------------------------------------
@@ -140,6 +171,7 @@ class Service:
                 heartbeat = self._start_heartbeat()
                 try:
                     self._reconcile()
+                    self._hooks_live = True
                     if not self._stop.is_set():
                         self._set_state(ServiceState.WATCHING)
                         self._loop(handler)
@@ -217,6 +249,7 @@ class Service:
             if now - last_status > 1.0:
                 self._write_status()
                 last_status = now
+            self._hook_limiter.flush(self._run_hook)
             self._reap_hooks()
 
     def _drain(self, timeout: float) -> None:
@@ -333,10 +366,10 @@ class Service:
             self.status.duplicates += 1
             event = {"event": "duplicate", "time": time.time(), **asdict(d)}
             others = ", ".join(f"{m.path} ({m.kind}, cosine {m.cosine:.3f})" for m in d.matches)
-            log.warning("duplicate: %s matches %s", d.path, others)
+            log.info("duplicate: %s matches %s", d.path, others)
             self._journal(event)
-            if self.cfg.on_duplicate:
-                self._run_hook(event)
+            if self.cfg.on_duplicate and self._hooks_live:
+                self._hook_limiter.offer(event, self._run_hook)
 
     def file_moved(self, src: str, dest: str) -> None:
         self._event("moved", dest, source=src)
@@ -352,12 +385,15 @@ class Service:
             f.write(json.dumps(event) + "\n")
 
     def _run_hook(self, event: dict[str, Any]) -> None:
+        path = str(event.get("path", ""))
         try:
-            proc = subprocess.Popen(
-                shlex.split(self.cfg.on_duplicate or ""),
+            proc = subprocess.Popen(  # through the shell, as users write it: 'cat >> log', 'notify-send "$X"'
+                self.cfg.on_duplicate or "",
+                shell=True,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, "DUPWATCH_EVENT": str(event.get("event", "")), "DUPWATCH_PATH": path},
             )
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(event).encode() + b"\n")

@@ -210,3 +210,62 @@ def test_ignoring_several_files_names_the_first_against_each_other(tmp_path: Pat
     group = next(iter(_groups_by_id(db)))
     assert CliRunner().invoke(main, ["ignore", "--db", str(db), "--group", str(group)]).exit_code == 0
     assert _groups_by_id(db) == {}
+
+
+def test_the_duplicate_hook_runs_through_the_shell_for_new_duplicates_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from dupwatch.daemon.config import Config
+    from dupwatch.daemon.service import Service
+    from dupwatch.hashing.embedding import tiny_embedder
+    from tests.helpers import ServiceThread, wait_until
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "old.png").write_bytes(noise_png(5, 64))
+    (photos / "old-copy.png").write_bytes(noise_png(5, 64))  # a duplicate from before the daemon started
+    log = tmp_path / "hook.log"
+    cfg = Config(
+        db=tmp_path / "d.db",
+        workers=0,
+        model="tinynet",
+        settle_seconds=0.2,
+        on_duplicate=f"cat >> '{log}'; echo >> '{log}'",
+    )
+    caplog.set_level(logging.INFO, logger="dupwatch")
+    with ServiceThread(Service(cfg, [photos], tiny_embedder())):
+        assert wait_until(lambda: _count_files(cfg.db) == 2, 20)
+        (photos / "new.png").write_bytes(noise_png(6, 64))
+        (photos / "new-copy.png").write_bytes(noise_png(6, 64))
+        assert wait_until(lambda: log.exists() and "new" in log.read_text(), 20)
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert [e["event"] for e in events] == ["duplicate"]  # the old pair was found at start: no hook for it
+    assert Path(events[0]["path"]).name.startswith("new")
+    found = [r for r in caplog.records if r.getMessage().startswith("duplicate:")]
+    assert found and all(r.levelno == logging.INFO for r in found)  # news, not a warning
+
+
+def _count_files(db: Path) -> int:
+    from dupwatch.daemon.store import Store
+
+    try:
+        return Store(db, readonly=True).read.counts()["files"]
+    except Exception:
+        return -1
+
+
+def test_a_burst_of_duplicates_gives_a_few_hook_runs_and_one_summary() -> None:
+    from dupwatch.daemon.service import HookLimiter
+
+    ran: list[dict] = []
+    limiter = HookLimiter(burst=5, window=10.0)
+    for i in range(300):
+        limiter.offer({"event": "duplicate", "path": f"/p/{i}.jpg"}, ran.append, now=100.0 + i * 0.01)
+    limiter.flush(ran.append, now=105.0)  # inside the window: still held
+    assert len(ran) == 5
+    limiter.flush(ran.append, now=115.0)
+    assert len(ran) == 6 and ran[-1]["event"] == "duplicates" and ran[-1]["count"] == 295
+    limiter.offer({"event": "duplicate", "path": "/p/late.jpg"}, ran.append, now=130.0)
+    assert ran[-1]["path"] == "/p/late.jpg"  # the next burst is told again
