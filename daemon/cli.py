@@ -743,18 +743,28 @@ def user_unit_path() -> Path:
 
 
 def render_unit(dupwatch: str, db: Path, roots: list[Path], config_path: Path | None) -> str:
-    """The user unit of systemd/dupwatch.service with this installation's paths filled in."""
+    """The user unit of systemd/dupwatch.service with this installation's paths filled in, under a header that
+    says what it is (the template's own instructions for filling it in by hand are dropped)."""
     import shlex
     from importlib import resources
 
     template = resources.files("dupwatch.daemon").joinpath("templates/dupwatch.service").read_text()
     exe = shlex.join([dupwatch, "--db", str(db)] + (["--config", str(config_path)] if config_path else []))
     readme = Path(__file__).resolve().parents[1] / "README.md"
-    return (
-        template.replace("@DUPWATCH@", exe)
+    body = "\n".join(line for line in template.splitlines() if not line.startswith("#"))
+    header = [
+        "# dupwatch, as a systemd user service: written by `dupwatch service install`.",
+        f"# Watches: {shlex.join(str(r) for r in roots)}",
+        f"# Database: {db}",
+        "# After editing: systemctl --user daemon-reload && systemctl --user restart dupwatch",
+        "# To keep watching while you are logged out: loginctl enable-linger $USER",
+    ]
+    filled = (
+        body.replace("@DUPWATCH@", exe)
         .replace("@ROOTS@", shlex.join(str(r) for r in roots))
         .replace("@README@", str(readme))
     )
+    return "\n".join(header) + "\n" + filled.lstrip("\n") + "\n"
 
 
 @service.command("install")
@@ -780,6 +790,30 @@ def service_install(obj: Context, dirs: tuple[Path, ...], enable: bool) -> None:
     else:
         click.echo("start it with:\n  " + "\n  ".join(" ".join(c) for c in commands), err=True)
     click.echo("to keep it running while you are logged out: loginctl enable-linger $USER", err=True)
+
+
+@service.command("status")
+@click.option("--lines", "-n", default=20, show_default=True, help="Journal lines to show.")
+@pass_obj
+def service_status(obj: Context, lines: int) -> None:
+    """The unit's state and its last journal lines (where systemd is there), and the daemon's own status."""
+    import shutil
+    import subprocess
+
+    if shutil.which("systemctl") is None:
+        click.echo("systemd is not available here: no unit to show", err=True)
+    else:
+        for cmd in (
+            ["systemctl", "--user", "status", "dupwatch", "--no-pager", "--lines=0"],
+            ["journalctl", "--user", "-u", "dupwatch", "-n", str(lines), "--no-pager"],
+        ):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            text = (r.stdout or r.stderr).rstrip()
+            click.echo(text or f"({' '.join(cmd[:2])}: nothing to show)")
+    from dupwatch.daemon.service import read_status
+
+    daemon = read_status(obj.cfg)
+    click.echo("daemon: " + ("not running" if daemon is None else f"pid {daemon['pid']}, {daemon['state']}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

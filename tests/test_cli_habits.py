@@ -269,3 +269,41 @@ def test_a_burst_of_duplicates_gives_a_few_hook_runs_and_one_summary() -> None:
     assert len(ran) == 6 and ran[-1]["event"] == "duplicates" and ran[-1]["count"] == 295
     limiter.offer({"event": "duplicate", "path": "/p/late.jpg"}, ran.append, now=130.0)
     assert ran[-1]["path"] == "/p/late.jpg"  # the next burst is told again
+
+
+def test_the_installed_unit_reads_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    photos = tmp_path / "My Photos"
+    photos.mkdir()
+    r = CliRunner().invoke(main, ["service", "install", "--db", str(tmp_path / "d.db"), str(photos)])
+    assert r.exit_code == 0, r.output
+    unit = (tmp_path / "cfg" / "systemd" / "user" / "dupwatch.service").read_text()
+    comments = [line for line in unit.splitlines() if line.startswith("#")]
+    assert comments[0].startswith("# dupwatch, as a systemd user service")
+    assert f"# Watches: '{photos}'" in comments and f"# Database: {tmp_path / 'd.db'}" in comments
+    assert "@" not in unit.replace("$USER", "") and "replace" not in unit  # no placeholders, no by-hand recipe
+
+
+def test_service_status_shows_the_unit_and_its_journal(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("systemctl", "dupwatch.service - active (running)"), ("journalctl", "READY, watching 2")):
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\necho '{text}' \"$@\"\n")
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "dupwatch.daemon.cli", "service", "status", "--db", str(tmp_path / "d.db")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "active (running) --user status dupwatch" in r.stdout
+    assert "READY, watching 2 --user -u dupwatch -n 20" in r.stdout
+    assert "daemon: not running" in r.stdout
