@@ -730,6 +730,40 @@ def forget(obj: Context, folder: Path) -> None:
         click.echo("the folder still exists: the next scan of it records its files again", err=True)
 
 
+@main.command("help")
+@click.argument("topic", required=False)
+@click.pass_context
+def help_(ctx: click.Context, topic: str | None) -> None:
+    """Help on a command (dupwatch help scan) or a topic: matching, safety, config, service."""
+    from dupwatch.daemon.helptext import TOPICS
+
+    parent = ctx.parent
+    assert parent is not None
+    if topic is None:
+        click.echo(main.get_help(parent))
+        click.echo("\nTopics: " + ", ".join(TOPICS) + " (dupwatch help TOPIC)")
+        return
+    if topic in TOPICS:
+        click.echo(TOPICS[topic])
+        return
+    command = main.get_command(parent, topic)
+    if command is None:
+        raise click.UsageError(f"no command or topic {topic!r}; topics: {', '.join(TOPICS)}")
+    with click.Context(command, info_name=topic, parent=parent) as sub:
+        click.echo(command.get_help(sub))
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(dupwatch completion bash)" in ~/.bashrc (zsh, fish alike)."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(main, {}, "dupwatch", "_DUPWATCH_COMPLETE").source())
+
+
 @main.group()
 def service() -> None:
     """The systemd user service."""

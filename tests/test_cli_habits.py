@@ -307,3 +307,24 @@ def test_service_status_shows_the_unit_and_its_journal(tmp_path: Path) -> None:
     assert "active (running) --user status dupwatch" in r.stdout
     assert "READY, watching 2 --user -u dupwatch -n 20" in r.stdout
     assert "daemon: not running" in r.stdout
+
+
+def test_version_help_topics_and_shell_completion() -> None:
+    import os
+    from importlib.metadata import version
+
+    run = CliRunner().invoke
+    r = run(main, ["--version"])
+    assert r.exit_code == 0 and version("dupwatch") in r.stdout
+    r = run(main, ["help", "resolve"], prog_name="dupwatch")
+    assert r.exit_code == 0 and r.stdout.startswith("Usage: dupwatch resolve") and "--dry-run" in r.stdout
+    r = run(main, ["help", "safety"])
+    assert r.exit_code == 0 and "Nothing is ever deleted" in r.stdout
+    r = run(main, ["help"])
+    assert r.exit_code == 0 and "Topics: matching, safety, config, service" in r.stdout
+    assert run(main, ["help", "nonsense"]).exit_code == 2
+    script = run(main, ["completion", "bash"])
+    assert script.exit_code == 0 and "_DUPWATCH_COMPLETE" in script.stdout
+    env = {**os.environ, "_DUPWATCH_COMPLETE": "bash_complete", "COMP_WORDS": "dupwatch res", "COMP_CWORD": "1"}
+    done = subprocess.run([sys.executable, "-m", "dupwatch.daemon.cli"], env=env, capture_output=True, text=True)
+    assert "resolve" in done.stdout
