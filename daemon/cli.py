@@ -851,4 +851,4 @@ def service_status(obj: Context, lines: int) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    main(prog_name="dupwatch")
