@@ -6,7 +6,10 @@ The matching thresholds were chosen from measured precision/recall (see bench/ac
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,11 +117,77 @@ class Config:
         return dataclasses.replace(self, **given)
 
 
-_PATH_FIELDS = {"db"}
+# Ranges of the numbers a config file may set (inclusive; None: open). Every int not named here must be >= 0.
+_LIMITS: dict[str, tuple[float | None, float | None]] = {
+    "cosine_threshold": (0.0, 1.0),
+    "verify_low": (0.0, 1.0),
+    "verify_agreement": (-1.0, 1.0),
+    "ahash_radius": (0, 64),
+    "chash_radius": (0, 42),
+    "max_pixels": (1, None),
+    "max_file_bytes": (1, None),
+    "decode_side": (32, 4096),
+    "max_hash_candidates": (1, None),
+    "hnsw_k": (1, None),
+    "hnsw_m": (2, 256),
+    "hnsw_ef_construction": (1, None),
+    "hnsw_ef": (1, None),
+    "workers": (0, 256),
+    "batch_size": (1, 4096),
+    "queue_size": (1, None),
+    "settle_seconds": (0.0, 3600.0),
+    "incomplete_grace": (0.0, None),
+    "reconcile_interval": (1.0, None),
+    "index_save_interval": (1.0, None),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {"model": ("efficientnet-lite0", "tinynet"), "device": ("cpu", "cuda")}
+
+
+def _check(key: str, value: Any, hint: Any) -> Any:
+    """The value for a field, converted, or a ValueError saying what was expected."""
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
+    if hint is int or hint is float:
+        ok = isinstance(value, int | float) if hint is float else isinstance(value, int)
+        if isinstance(value, bool) or not ok:
+            raise ValueError("expected a whole number" if hint is int else "expected a number")
+        low, high = _LIMITS.get(key, (0, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"must be {span}")
+        return hint(value)
+    if hint is Path:
+        if not isinstance(value, str):
+            raise ValueError("expected a path (a string)")
+        return Path(value).expanduser()
+    if hint == tuple[Path, ...] or hint == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError('expected a list of strings, like ["a", "b"]')
+        if hint == tuple[Path, ...]:
+            return tuple(Path(v).expanduser().resolve() for v in value)
+        return tuple(value)
+    if hint == str | None or hint is str:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ValueError(f"must be one of {', '.join(_CHOICES[key])}")
+        return value
+    raise ValueError(f"cannot be set from a config file ({hint})")  # pragma: no cover - every field is covered
+
+
+def _line_of(text: str, key: str) -> int | None:
+    for n, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return n
+    return None
 
 
 def load_config(path: Path | None = None) -> Config:
-    """Read TOML (explicit path, or the user's config file if it exists); unknown keys are an error, not a shrug."""
+    """Read TOML (explicit path, or the user's config file if it exists). Every key is checked at once: unknown
+    ones (with a "did you mean"), wrong types and values out of range are one clear error naming the file, the
+    line and the key, never a traceback later."""
     explicit = path is not None
     path = path or default_config_path()
     if not path.exists():
@@ -126,8 +195,9 @@ def load_config(path: Path | None = None) -> Config:
             raise ConfigError(f"config file not found: {path}")
         return Config()
     try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, OSError) as e:
+        text = path.read_text()
+        raw = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config {path}: {e}") from None
     flat: dict[str, Any] = {}
     for key, value in raw.items():
@@ -135,17 +205,28 @@ def load_config(path: Path | None = None) -> Config:
             flat.update(value)
         else:
             flat[key] = value
-    known = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(flat) - known)
-    if unknown:
-        raise ConfigError(f"unknown config keys in {path}: {', '.join(unknown)}")
-    for key in _PATH_FIELDS & set(flat):
-        flat[key] = Path(flat[key]).expanduser()
-    for key in ("roots", "reference_dirs"):
-        if key in flat:
-            flat[key] = tuple(Path(p).expanduser().resolve() for p in flat[key])
-    if "keeper_rules" in flat:
-        flat["keeper_rules"] = tuple(flat["keeper_rules"])
-    if "suffixes" in flat:
-        flat["suffixes"] = tuple(s.lower() for s in flat["suffixes"])
-    return Config(**flat)
+    hints = typing.get_type_hints(Config)
+    checked: dict[str, Any] = {}
+    for key, value in flat.items():
+        where = f"{path}:{_line_of(text, key) or '?'}"
+        if key not in hints:
+            close = difflib.get_close_matches(key, hints, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+        try:
+            checked[key] = _check(key, value, hints[key])
+        except ValueError as e:
+            raise ConfigError(f"{where}: {key} = {value!r}: {e}") from None
+    if "suffixes" in checked:
+        checked["suffixes"] = tuple(s.lower() for s in checked["suffixes"])
+    if "keeper_rules" in checked:
+        from dupwatch.daemon.keeper import RuleError, parse_rules
+
+        try:
+            parse_rules(checked["keeper_rules"])
+        except RuleError as e:
+            raise ConfigError(f"{path}:{_line_of(text, 'keeper_rules') or '?'}: keeper_rules: {e}") from None
+    cfg = Config(**checked)
+    if cfg.verify_low > cfg.cosine_threshold:
+        raise ConfigError(f"{path}: verify_low ({cfg.verify_low}) must not be above cosine_threshold")
+    return cfg

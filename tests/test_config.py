@@ -72,3 +72,37 @@ def test_files_beside_the_database(tmp_path: Path) -> None:
     assert cfg.lock_path == tmp_path / "lib.db.lock"
     assert cfg.status_path == tmp_path / "lib.db.status.json"
     assert cfg.events_path == tmp_path / "lib.db.events.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ('[throughput]\nworkers = "2"\n', 2, 'workers = \'2\': expected a whole number'),
+        ('reference_dirs = "/x"\n', 1, "reference_dirs = '/x': expected a list of strings"),
+        ("[matching]\n\ncosine_threshold = 1.7\n", 3, "cosine_threshold = 1.7: must be between 0.0 and 1.0"),
+        ("workers = -3\n", 1, "workers = -3: must be between 0 and 256"),
+        ("match_rotations = 1\n", 1, "match_rotations = 1: expected true or false"),
+        ('device = "gpu"\n', 1, "device = 'gpu': must be one of cpu, cuda"),
+        ("[matching]\ncosine_treshold = 0.7\n", 2, "unknown key 'cosine_treshold' (did you mean cosine_threshold?)"),
+        ('keeper_rules = ["resolution", "prettiest"]\n', 1, "unknown keeper criteria ['prettiest']"),
+    ],
+)
+def test_bad_values_are_one_clear_error_with_file_line_and_key(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value).startswith(f"{p}:{line}: ") and message in str(e.value)
+
+
+def test_a_bad_config_is_a_usage_error_without_a_traceback(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dupwatch.daemon.cli import main
+
+    p = tmp_path / "c.toml"
+    p.write_text('workers = "2"\n')
+    r = CliRunner().invoke(main, ["--config", str(p), "status", "--db", str(tmp_path / "d.db")])
+    assert r.exit_code == 2 and "expected a whole number" in r.stderr and "Traceback" not in r.output
