@@ -77,7 +77,7 @@ def test_files_beside_the_database(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ('[throughput]\nworkers = "2"\n', 2, 'workers = \'2\': expected a whole number'),
+        ('[throughput]\nworkers = "2"\n', 2, "workers = '2': expected a whole number"),
         ('reference_dirs = "/x"\n', 1, "reference_dirs = '/x': expected a list of strings"),
         ("[matching]\n\ncosine_threshold = 1.7\n", 3, "cosine_threshold = 1.7: must be between 0.0 and 1.0"),
         ("workers = -3\n", 1, "workers = -3: must be between 0 and 256"),
