@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dupwatch.daemon.files import is_under
-from dupwatch.daemon.keeper import DEFAULT_RULES, choose
+from dupwatch.daemon.keeper import KeeperPolicy, choose
 from dupwatch.daemon.records import FileRecord, FileStatus
 from dupwatch.daemon.safefs import (
     PARTIAL,
@@ -107,8 +107,7 @@ def plan(
     mode: ActionMode,
     quarantine: Path | None,
     groups: Sequence[int] = (),
-    rules: Sequence[str] = (),
-    reference_dirs: Sequence[str] = (),
+    policy: KeeperPolicy | None = None,
 ) -> list[Step]:
     """The steps for every group (or `groups`), each with its refusal, if any. Nothing is touched."""
     roots = store.decisions.roots()
@@ -122,7 +121,7 @@ def plan(
     for gid, members in groups_now:
         if selected and gid not in selected:
             continue
-        decision = choose(members, rules or DEFAULT_RULES, reference_dirs)
+        decision = choose(members, policy)
         try:
             _check_keeper(decision.keeper, roots, quarantines)
             keeper_problem = None

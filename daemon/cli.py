@@ -276,7 +276,15 @@ def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
 
 
 def keeper_options(f: F) -> F:
-    f = click.option("--keep-by", help="Keeper criteria in order, e.g. resolution,sharpness,exif,size,oldest.")(f)
+    f = click.option(
+        "--keep-by", help="Keeper criteria in order, e.g. resolution,format,sharpness,exif,size,folder,oldest."
+    )(f)
+    f = click.option(
+        "--prefer-folder",
+        "prefer_folders",
+        multiple=True,
+        help="For the 'folder' criterion: keep files under this folder name first (repeatable, in order).",
+    )(f)
     f = click.option(
         "--reference",
         "reference_dirs",
@@ -287,7 +295,9 @@ def keeper_options(f: F) -> F:
     return f
 
 
-def _keeper_cfg(cfg: Config, keep_by: str | None, reference_dirs: tuple[Path, ...]) -> Config:
+def _keeper_cfg(
+    cfg: Config, keep_by: str | None, reference_dirs: tuple[Path, ...], prefer_folders: tuple[str, ...] = ()
+) -> Config:
     from dupwatch.daemon.keeper import RuleError, parse_rules
 
     try:
@@ -295,7 +305,10 @@ def _keeper_cfg(cfg: Config, keep_by: str | None, reference_dirs: tuple[Path, ..
     except RuleError as e:
         raise click.UsageError(str(e)) from None
     refs = tuple(p.resolve() for p in reference_dirs) or cfg.reference_dirs
-    return cfg.with_overrides(keeper_rules=rules, reference_dirs=refs)
+    folders = prefer_folders or cfg.keeper_folders
+    if prefer_folders and "folder" not in rules:  # asking for a folder preference means using it
+        rules = (*rules[:1], parse_rules("folder")[0], *rules[1:])
+    return cfg.with_overrides(keeper_rules=rules, reference_dirs=refs, keeper_folders=folders)
 
 
 def _write_table(rep: Report, fh: IO[str]) -> None:
@@ -309,9 +322,10 @@ def _write_table(rep: Report, fh: IO[str]) -> None:
 
 
 def _build_report(cfg: Config) -> Report:
+    from dupwatch.daemon.keeper import KeeperPolicy
     from dupwatch.daemon.reports import build_report
 
-    return build_report(_store(cfg, readonly=True), cfg.keeper_rules, [str(d) for d in cfg.reference_dirs])
+    return build_report(_store(cfg, readonly=True), KeeperPolicy.from_config(cfg))
 
 
 @main.command()
@@ -321,12 +335,19 @@ def _build_report(cfg: Config) -> Report:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of stdout.")
 @keeper_options
 @pass_obj
-def report(obj: Context, fmt: str, out: Path | None, keep_by: str | None, reference_dirs: tuple[Path, ...]) -> None:
+def report(
+    obj: Context,
+    fmt: str,
+    out: Path | None,
+    keep_by: str | None,
+    reference_dirs: tuple[Path, ...],
+    prefer_folders: tuple[str, ...],
+) -> None:
     """Print the duplicate groups (largest reclaimable space first) with the evidence for each match, the file
     each group would keep, and the files that could not be read. --format html needs --out."""
     from dupwatch.daemon.reports import to_json, write_csv
 
-    cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs)
+    cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs, prefer_folders)
     rep = _build_report(cfg)
     if fmt == "html":
         if out is None:
@@ -510,20 +531,22 @@ def resolve(
     yes: bool,
     keep_by: str | None,
     reference_dirs: tuple[Path, ...],
+    prefer_folders: tuple[str, ...],
 ) -> None:
     """Keep the best file of each group (or of GROUPS) and move the others away. Nothing is ever deleted: every
     move is journaled and `dupwatch undo` puts it back."""
     from dupwatch.daemon.actions import ActionError, execute, plan
+    from dupwatch.daemon.keeper import KeeperPolicy
     from dupwatch.daemon.store import ActionMode
 
     action_mode = ActionMode(mode or ActionMode.MOVE)
-    cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs)
+    cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs, prefer_folders)
     quarantine = quarantine.resolve() if quarantine else None
     if not dry_run and action_mode != ActionMode.TRASH and quarantine is None:
         raise click.UsageError("--move-to QUARANTINE is required (files are moved there, never deleted)")
     with _writing(cfg) as store:
         try:
-            steps = plan(store, action_mode, quarantine, groups, cfg.keeper_rules, [str(d) for d in cfg.reference_dirs])
+            steps = plan(store, action_mode, quarantine, groups, KeeperPolicy.from_config(cfg))
         except ActionError as e:
             raise click.UsageError(str(e)) from None
         ready = [s for s in steps if s.refused is None]

@@ -78,7 +78,10 @@ class Config:
     hnsw_ef_construction: int = 200
     hnsw_ef: int = 64
     # keeping and resolving
-    keeper_rules: tuple[str, ...] = ("resolution", "sharpness", "exif", "size", "oldest")
+    keeper_rules: tuple[str, ...] = ("resolution", "format", "sharpness", "exif", "size", "oldest")
+    keeper_formats: tuple[str, ...] = ("raw", "heic", "png", "jpeg")  # the `format` rule: earlier is better
+    keeper_folders: tuple[str, ...] = ()  # the `folder` rule: e.g. ("DCIM", "Camera"), earlier is better
+    keeper_min_difference: float = 0.05  # resolution or size must differ by this (relative) to decide
     reference_dirs: tuple[Path, ...] = ()  # never proposed for removal
     # watching
     settle_seconds: float = 0.5  # a file's size and mtime must hold still this long before it is read
@@ -136,6 +139,7 @@ _LIMITS: dict[str, tuple[float | None, float | None]] = {
     "batch_size": (1, 4096),
     "queue_size": (1, None),
     "settle_seconds": (0.0, 3600.0),
+    "keeper_min_difference": (0.0, 1.0),
     "incomplete_grace": (0.0, None),
     "reconcile_interval": (1.0, None),
     "index_save_interval": (1.0, None),

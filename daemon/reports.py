@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dupwatch.daemon.files import is_under
-from dupwatch.daemon.keeper import DEFAULT_RULES, choose
+from dupwatch.daemon.keeper import KeeperPolicy, choose
 from dupwatch.daemon.records import FileRecord, PairKind
 from dupwatch.daemon.store import Store
 from dupwatch.hashing.views import describe
@@ -81,7 +81,7 @@ def _member(r: FileRecord) -> Member:
     return m
 
 
-def build_report(store: Store, rules: Sequence[str] = DEFAULT_RULES, reference_dirs: Sequence[str] = ()) -> Report:
+def build_report(store: Store, policy: KeeperPolicy | None = None) -> Report:
     """Groups sorted by reclaimable space, largest first, each with its proposed keeper."""
     report = Report()
     for gid, recs in store.read.groups():
@@ -99,7 +99,7 @@ def build_report(store: Store, rules: Sequence[str] = DEFAULT_RULES, reference_d
             for p in store.read.pairs_within([r.id for r in recs])
         ]
         members = [_member(r) for r in sorted(recs, key=lambda r: r.path)]
-        d = choose(recs, rules, reference_dirs)
+        d = choose(recs, policy)
         report.groups.append(
             Group(
                 gid,

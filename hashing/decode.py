@@ -60,6 +60,61 @@ def _sniff(data: bytes) -> str:
         return "not an image: unrecognised format"
 
 
+# TIFF's own structure tags (sizes, strips, compression, resolution ...) and the pointers to sub-IFDs: a TIFF or a
+# PNG carries them whatever camera or scanner made it, so they say nothing about a photo's provenance
+_LAYOUT_TAGS = frozenset(
+    {
+        254,
+        255,
+        256,
+        257,
+        258,
+        259,
+        262,
+        263,
+        266,
+        273,
+        277,
+        278,
+        279,
+        280,
+        281,
+        282,
+        283,
+        284,
+        296,
+        317,
+        320,
+        322,
+        323,
+        324,
+        325,
+        338,
+        339,
+        347,
+        530,
+        531,
+        532,
+        700,
+        34665,
+        34853,
+        40965,
+        34675,
+    }
+)
+
+
+def _camera_tags(exif: Image.Exif) -> int:
+    """How many descriptive EXIF tags a file carries (camera, lens, exposure, time, GPS ...): a keeper criterion."""
+    count = sum(1 for tag in exif if tag not in _LAYOUT_TAGS)
+    for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+        try:
+            count += len(exif.get_ifd(ifd))
+        except Exception:  # malformed sub-IFDs must not lose the image
+            continue
+    return count
+
+
 def _exif_time(exif: Image.Exif) -> str | None:
     raw = None
     try:
@@ -147,7 +202,7 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
             exif = im.getexif()
             orientation = _orientation(exif.get(_ORIENTATION), notes)
             taken_at = _exif_time(exif)
-            exif_fields = len(exif)
+            exif_fields = _camera_tags(exif)
             if fmt == "JPEG":
                 im.draft("RGB", (max_side, max_side))
             im.load()

@@ -81,7 +81,9 @@ def fingerprint_bytes(
         ahash=views[0],
         ahash_views=views,
         chash=colour_hash(d.image),
-        sharpness=laplacian_variance(np.asarray(d.image.convert("L"))),
+        # on the CNN's 224x224 input: one size and one last resampling for every format, so that a TIFF and its
+        # JPEG (decoded at reduced scale) compare fairly
+        sharpness=laplacian_variance(np.asarray(Image.fromarray(pixels).convert("L"))),
         taken_at=d.taken_at,
         exif_fields=d.exif_fields,
         pixels=pixels,

@@ -15,7 +15,7 @@ from dupwatch.daemon.actions import execute, plan, undo
 from dupwatch.daemon.cli import main
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.demo import exif_bytes, load_photo
-from dupwatch.daemon.keeper import choose
+from dupwatch.daemon.keeper import KeeperPolicy, choose, parse_rules
 from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.records import FileStatus
 from dupwatch.daemon.store import ActionMode, Store
@@ -69,13 +69,13 @@ def test_keeper_prefers_the_sharp_frame_and_the_large_original(album: Path, cfg:
     trip = choose(_group_with(store, "coffee.jpg"))
     assert trip.keeper.path.endswith("trip/coffee.jpg") and "resolution" in trip.reason
     # size before resolution would pick the larger file instead: the order of criteria is honoured
-    by_size = choose(_group_with(store, "coffee.jpg"), ["size"])
+    by_size = choose(_group_with(store, "coffee.jpg"), KeeperPolicy(rules=parse_rules("size")))
     assert by_size.keeper.path == max(_group_with(store, "coffee.jpg"), key=lambda r: r.size).path
 
 
 def test_reference_folders_are_never_proposed_for_removal(album: Path, cfg: Config, embedder) -> None:
     store = _scan(cfg, embedder, album)
-    d = choose(_group_with(store, "coffee.jpg"), reference_dirs=[str(album / "trip")])
+    d = choose(_group_with(store, "coffee.jpg"), KeeperPolicy(reference_dirs=(str(album / "trip"),)))
     assert not d.remove and d.reason == "in a reference folder"
 
 
