@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from dupwatch.daemon.keeper import KeeperPolicy
 from dupwatch.daemon.records import FileRow, FileStatus, PairKind, PairRecord
 from dupwatch.daemon.reports import build_report, summary, to_json, write_csv, write_table
 from dupwatch.daemon.store import Store
@@ -46,7 +47,7 @@ def store(tmp_path: Path) -> Store:
 
 
 def test_groups_are_sorted_by_reclaimable_space_with_their_keeper(store: Store) -> None:
-    rep = build_report(store, reference_dirs=["/archive"])
+    rep = build_report(store, KeeperPolicy(reference_dirs=("/archive",)))
     big, small = rep.groups
     assert [m.path for m in big.members] == ["/archive/big.jpg", "/p/big/copy.jpg", "/p/big/orig.jpg"]
     assert big.keeper == "/archive/big.jpg" and big.keeper_reason == "in a reference folder"
