@@ -273,6 +273,11 @@ def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
             f"{counts['grouped_files']} files",
             err=True,
         )
+        if stats.skipped:
+            kinds = ", ".join(
+                f"{suffix} x{n}" for suffix, n in sorted(stats.skipped.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+            click.echo(f"{sum(stats.skipped.values())} files skipped (not images dupwatch reads): {kinds}", err=True)
 
 
 def keeper_options(f: F) -> F:

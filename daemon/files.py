@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,14 @@ def is_under(path: str | Path, root: str | Path) -> bool:
     return p == r or p.startswith(r if r == "/" else r + "/")
 
 
+def _temporary(name: str) -> bool:
+    """Hidden files, and the names sync clients and browsers write under."""
+    return name.startswith(".") or any(fnmatch.fnmatch(name, pat) for pat in TEMPORARY_PATTERNS)
+
+
 def is_candidate(path: str | Path, suffixes: Iterable[str], exclude: Iterable[Path] = ()) -> bool:
     name = os.path.basename(str(path))
-    if name.startswith("."):  # hidden files, and the temporary names of most sync clients
-        return False
-    if any(fnmatch.fnmatch(name, pat) for pat in TEMPORARY_PATTERNS):
+    if _temporary(name):
         return False
     if os.path.splitext(name)[1].lower() not in set(suffixes):
         return False
@@ -51,6 +55,7 @@ class Tree:
 
     paths: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)  # files that are no image we read, by suffix
 
     def in_unreadable(self, path: str) -> bool:
         return any(is_under(path, folder) for folder, _ in self.unreadable)
@@ -58,7 +63,7 @@ class Tree:
 
 def scan_tree(roots: Iterable[Path], suffixes: Iterable[str], exclude: Iterable[Path] = ()) -> Tree:
     tree = Tree()
-    tree.paths = list(walk_images(roots, suffixes, exclude, tree.unreadable))
+    tree.paths = list(walk_images(roots, suffixes, exclude, tree.unreadable, tree.skipped))
     return tree
 
 
@@ -67,6 +72,7 @@ def walk_images(
     suffixes: Iterable[str],
     exclude: Iterable[Path] = (),
     unreadable: list[tuple[str, str]] | None = None,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[str]:
     """Absolute paths of candidate images under roots: every non-folder entry with an image name (whatever its
     file type), hidden folders skipped, symlinked folders not followed. Folders that cannot be listed are appended
@@ -93,3 +99,5 @@ def walk_images(
                 full = os.path.join(dirpath, name)
                 if is_candidate(full, suffixes, exclude):
                     yield full  # symlinks, FIFOs and devices too: the reader records why they are not read
+                elif skipped is not None and not _temporary(name):
+                    skipped[os.path.splitext(name)[1].lower() or "(no suffix)"] += 1

@@ -98,6 +98,7 @@ class ScanStats:
     deleted: int = 0
     pairs: int = 0
     deferred: list[str] = field(default_factory=list)  # not recorded yet: still being written (see PipelineHooks)
+    skipped: dict[str, int] = field(default_factory=dict)  # files that are no image dupwatch reads, by suffix
     seconds: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("decode", "embedding", "index", "database", "total"), 0.0)
     )
@@ -279,6 +280,7 @@ class Pipeline:
         tree = scan_tree(roots, self.cfg.suffixes, exclude=quarantines)
         present = tree.paths
         stats.seen = len(present)
+        stats.skipped = dict(tree.skipped)
         known = self.store.files.stat_index([str(r) for r in roots])
         here = set(present) | {folder for folder, _ in tree.unreadable}
         # a folder that cannot be listed says nothing about its files: they stay as they were

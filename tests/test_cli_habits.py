@@ -328,3 +328,19 @@ def test_version_help_topics_and_shell_completion() -> None:
     env = {**os.environ, "_DUPWATCH_COMPLETE": "bash_complete", "COMP_WORDS": "dupwatch res", "COMP_CWORD": "1"}
     done = subprocess.run([sys.executable, "-m", "dupwatch.daemon.cli"], env=env, capture_output=True, text=True)
     assert "resolve" in done.stdout
+
+
+def test_every_scan_ends_with_what_it_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "camera"
+    root.mkdir()
+    (root / "a.png").write_bytes(noise_png(1, 64))
+    for name in ("clip1.mp4", "clip2.MP4", "clip3.mp4", "notes.txt", "IMG_0001.dng", "README"):
+        (root / name).write_bytes(b"not read as an image")
+    (root / ".hidden.mp4").write_bytes(b"x")  # hidden and temporary files are not counted
+    (root / "b.jpg.part").write_bytes(b"x")
+    (tmp_path / "c.toml").write_text('model = "tinynet"\nworkers = 0\n')
+    r = CliRunner().invoke(
+        main, ["scan", "--db", str(tmp_path / "d.db"), "--config", str(tmp_path / "c.toml"), str(root)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "6 files skipped (not images dupwatch reads): .mp4 x3, (no suffix) x1, .dng x1, .txt x1" in r.stderr
