@@ -210,7 +210,7 @@ class _Progress:
 
     def label(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, description=text)
+            self.bar.update(self.task, description=text, refresh=True)  # shown even if it lasts a moment
 
     def update(self, done: int, total: int) -> None:
         if self.bar is not None:
