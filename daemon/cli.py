@@ -696,7 +696,7 @@ def unignore(obj: Context, paths: tuple[Path, ...], decision_id: int | None) -> 
     """Take back a "not duplicates" decision: A B, or --id N. The files' groups are recomputed at once."""
     from dupwatch.daemon.ignoring import IgnoreError, unignore_id, unignore_pair
 
-    if (decision_id is None) == (len(paths) != 2) or (decision_id is not None and paths):
+    if not ((decision_id is not None and not paths) or (decision_id is None and len(paths) == 2)):
         raise click.UsageError("give two paths, or --id N")
     with _writing(obj.cfg) as store:
         try:
