@@ -16,6 +16,8 @@ from typing import Any
 
 import platformdirs
 
+from dupwatch.hashing.raw import RAW_SUFFIXES
+
 APP = "dupwatch"
 
 IMAGE_SUFFIXES: tuple[str, ...] = (
@@ -37,6 +39,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
     ".ppm",
     ".pnm",
     ".svg",
+    *RAW_SUFFIXES,
 )
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dupwatch.hashing.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode
+from dupwatch.hashing.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Decoded, decode
 from dupwatch.hashing.errors import DecodeError
 from dupwatch.hashing.perceptual import average_hash_views, colour_hash
+from dupwatch.hashing.raw import decode_raw, is_raw
 from dupwatch.hashing.sizes import INPUT_SIZE
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30
@@ -66,9 +67,14 @@ def laplacian_variance(gray: np.ndarray) -> float:
 
 
 def fingerprint_bytes(
-    data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS, raw: bool = False
 ) -> Fingerprint:
-    d = decode(data, max_side=max_side, max_pixels=max_pixels)
+    """Fingerprint an image's bytes; `raw` for a camera RAW file (hashing.raw), which Pillow would misread."""
+    if raw:
+        small, w, h, notes = decode_raw(data, max_side, max_pixels)
+        d = Decoded(small, w, h, "RAW", 1, None, 0, tuple(notes))
+    else:
+        d = decode(data, max_side=max_side, max_pixels=max_pixels)
     pixels = np.asarray(d.image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
     views = average_hash_views(d.image)
     return Fingerprint(
@@ -155,7 +161,7 @@ def fingerprint_file(
     except DecodeError as e:
         return FileResult(path, error=e.reason, final=e.final)
     try:
-        fp = fingerprint_bytes(data, max_side=max_side, max_pixels=max_pixels)
+        fp = fingerprint_bytes(data, max_side=max_side, max_pixels=max_pixels, raw=is_raw(path))
     except DecodeError as e:
         return FileResult(path, error=e.reason, size=st.st_size, mtime_ns=st.st_mtime_ns)
     except MemoryError:

@@ -185,3 +185,53 @@ def screen_lines(raw: str) -> list[str]:
     text = re.sub(r"\x1b\[(2K|[0-9]*G)", "\r", raw)  # erase line, cursor to a column: the line starts again
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
     return [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
+
+
+def write_dng(rgb: np.ndarray, path: Path) -> Path:
+    """A real DNG (a 12-bit RGGB mosaic of an 8-bit RGB image, sRGB colour matrix) written with pidng, which
+    LibRaw reads like a camera's. `path` without its suffix; returns the file written."""
+    from pidng.core import RAW2DNG, DNGTags, Tag
+    from pidng.defs import (
+        CalibrationIlluminant,
+        CFAPattern,
+        DNGVersion,
+        Orientation,
+        PhotometricInterpretation,
+        PreviewColorSpace,
+    )
+
+    h, w = rgb.shape[:2]
+    mosaic = np.zeros((h, w), np.uint16)
+    mosaic[0::2, 0::2] = rgb[0::2, 0::2, 0]
+    mosaic[0::2, 1::2] = rgb[0::2, 1::2, 1]
+    mosaic[1::2, 0::2] = rgb[1::2, 0::2, 1]
+    mosaic[1::2, 1::2] = rgb[1::2, 1::2, 2]
+    xyz_to_srgb = [3.2406, -1.5372, -0.4986, -0.9689, 1.8758, 0.0415, 0.0557, -0.2040, 1.0570]
+    tags = DNGTags()
+    for tag, value in (
+        (Tag.ImageWidth, w),
+        (Tag.ImageLength, h),
+        (Tag.TileWidth, w),
+        (Tag.TileLength, h),
+        (Tag.Orientation, Orientation.Horizontal),
+        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
+        (Tag.SamplesPerPixel, 1),
+        (Tag.BitsPerSample, 16),
+        (Tag.CFARepeatPatternDim, [2, 2]),
+        (Tag.CFAPattern, CFAPattern.RGGB),
+        (Tag.BlackLevel, 0),
+        (Tag.WhiteLevel, 4095),
+        (Tag.ColorMatrix1, [[round(x * 10000), 10000] for x in xyz_to_srgb]),
+        (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
+        (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]),
+        (Tag.Make, "dupwatch"),
+        (Tag.Model, "Synthetic DNG"),
+        (Tag.DNGVersion, DNGVersion.V1_4),
+        (Tag.DNGBackwardVersion, DNGVersion.V1_2),
+        (Tag.PreviewColorSpace, PreviewColorSpace.sRGB),
+    ):
+        tags.set(tag, value)
+    writer = RAW2DNG()
+    writer.options(tags, path="", compress=False)
+    writer.convert(mosaic * 16, filename=str(path))
+    return path.with_suffix(".dng")

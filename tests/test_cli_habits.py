@@ -334,7 +334,7 @@ def test_every_scan_ends_with_what_it_skipped(tmp_path: Path) -> None:
     root = tmp_path / "camera"
     root.mkdir()
     (root / "a.png").write_bytes(noise_png(1, 64))
-    for name in ("clip1.mp4", "clip2.MP4", "clip3.mp4", "notes.txt", "IMG_0001.dng", "README"):
+    for name in ("clip1.mp4", "clip2.MP4", "clip3.mp4", "notes.txt", "clip.mov", "README"):
         (root / name).write_bytes(b"not read as an image")
     (root / ".hidden.mp4").write_bytes(b"x")  # hidden and temporary files are not counted
     (root / "b.jpg.part").write_bytes(b"x")
@@ -343,4 +343,33 @@ def test_every_scan_ends_with_what_it_skipped(tmp_path: Path) -> None:
         main, ["scan", "--db", str(tmp_path / "d.db"), "--config", str(tmp_path / "c.toml"), str(root)]
     )
     assert r.exit_code == 0, r.output
-    assert "6 files skipped (not images dupwatch reads): .mp4 x3, (no suffix) x1, .dng x1, .txt x1" in r.stderr
+    assert "6 files skipped (not images dupwatch reads): .mp4 x3, (no suffix) x1, .mov x1, .txt x1" in r.stderr
+
+
+def test_camera_raw_is_read_paired_with_its_jpeg_and_kept(tmp_path: Path, embedder) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from dupwatch.daemon.demo import load_photo
+    from tests.helpers import write_dng
+
+    pytest.importorskip("pidng")
+    root = tmp_path / "DCIM"
+    root.mkdir()
+    photo = load_photo("chelsea").resize((900, 600))
+    write_dng(np.asarray(photo), root / "IMG_0001")
+    photo.save(root / "IMG_0001.JPG", quality=90)  # the camera's JPEG of the same shot
+    (root / "IMG_0002.CR2").write_bytes(b"II*\x00 not really a canon raw")
+    load_photo("coffee").resize((900, 600)).save(root / "IMG_0003.JPG", quality=90)
+    db = tmp_path / "raw.db"
+    r = CliRunner().invoke(main, ["scan", "--db", str(db), "--workers", "0", str(root)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(CliRunner().invoke(main, ["report", "--db", str(db), "--format", "json"]).stdout)
+    [group] = report["groups"]
+    assert sorted(Path(m["path"]).name for m in group["members"]) == ["IMG_0001.JPG", "IMG_0001.dng"]
+    assert Path(group["keeper"]).name == "IMG_0001.dng" and "format" in group["keeper_reason"]
+    dng = next(m for m in group["members"] if m["path"].endswith(".dng"))
+    assert (dng["width"], dng["height"], dng["format"]) == (900, 600, "RAW")
+    [bad] = report["errors"]
+    assert bad["path"].endswith("IMG_0002.CR2") and "camera RAW" in bad["error"]
+    assert Image.open(root / "IMG_0001.JPG").size == (900, 600)
