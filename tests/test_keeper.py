@@ -96,3 +96,29 @@ def test_sharpness_is_comparable_across_formats_and_tiff_tags_are_not_exif(photo
     assert abs(png.sharpness - tiff.sharpness) <= 0.02 * tiff.sharpness  # the same pixels: the same figure
     assert tiff.exif_fields == 0 and png.exif_fields == 0  # width, strips, compression ... are not EXIF
     assert jpeg.exif_fields >= 3  # make, model, date (and the capture time in the Exif IFD)
+
+
+def test_a_raw_files_embedded_preview_is_used_when_large_enough() -> None:
+    """LibRaw hands the camera's own JPEG preview out; dupwatch uses it (no demosaic) when it is at least twice the
+    working size, upright by its EXIF orientation."""
+    rawpy = pytest.importorskip("rawpy")
+    from dupwatch.hashing.raw import _preview
+
+    class Thumb:
+        def __init__(self, data: bytes) -> None:
+            self.format, self.data = rawpy.ThumbFormat.JPEG, data
+
+    class Raw:
+        def __init__(self, data: bytes) -> None:
+            self.thumb = Thumb(data)
+
+        def extract_thumb(self) -> Thumb:
+            return self.thumb
+
+    big = _encode(load_photo("coffee").resize((1200, 800)), "JPEG", quality=85, exif=exif_bytes(orientation=6))
+    notes: list[str] = []
+    im = _preview(Raw(big), 256, notes)  # type: ignore[arg-type]
+    assert im is not None and im.size[1] > im.size[0]  # EXIF orientation 6: shown portrait
+    small = _encode(load_photo("coffee").resize((300, 200)), "JPEG")
+    assert _preview(Raw(small), 256, notes) is None  # too small: demosaic instead
+    assert _preview(Raw(b"\xff\xd8 broken"), 256, notes) is None and "unreadable" in notes[0]
