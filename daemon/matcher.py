@@ -14,17 +14,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.index import EmbeddingIndex
 from dupwatch.daemon.records import PairKind
-from dupwatch.hashing.embedding import Embedder
 from dupwatch.hashing.geometry import aligned_agreement, estimate_affine
 from dupwatch.hashing.hamming import HammingIndex
 from dupwatch.hashing.perceptual import hamming
 from dupwatch.hashing.views import IDENTITY, dihedral
+
+if TYPE_CHECKING:  # torch is imported only where the CNN runs, not by `status` or `report`
+    from dupwatch.hashing.embedding import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 import numpy as np
 
@@ -30,10 +30,12 @@ from dupwatch.daemon.matcher import LocalDetail, Match, Matcher, Probe
 from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairKind, PairRecord
 from dupwatch.daemon.store import KnownFile, Store
 from dupwatch.daemon.workers import WORKER_DIED, Fingerprinter, init_worker, timed_fingerprint
-from dupwatch.hashing.embedding import Embedder
 from dupwatch.hashing.errors import DecodeError
 from dupwatch.hashing.fingerprint import FileResult, Fingerprint, fingerprint_file
 from dupwatch.hashing.geometry import structure
+
+if TYPE_CHECKING:  # torch is imported only where the CNN runs, not by `status` or `report`
+    from dupwatch.hashing.embedding import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.files import is_candidate, walk_images
@@ -31,8 +31,10 @@ from dupwatch.daemon.notify import notify, watchdog_period
 from dupwatch.daemon.pipeline import Duplicate, open_pipeline
 from dupwatch.daemon.store import FileIdentity, Store
 from dupwatch.daemon.watcher import Change, ChangeKind, Debouncer, Handler, make_observer
-from dupwatch.hashing.embedding import Embedder
 from dupwatch.hashing.fingerprint import FileResult
+
+if TYPE_CHECKING:  # torch is imported only where the CNN runs, not by `status` or `report`
+    from dupwatch.hashing.embedding import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -373,3 +373,15 @@ def test_camera_raw_is_read_paired_with_its_jpeg_and_kept(tmp_path: Path, embedd
     [bad] = report["errors"]
     assert bad["path"].endswith("IMG_0002.CR2") and "camera RAW" in bad["error"]
     assert Image.open(root / "IMG_0001.JPG").size == (900, 600)
+
+
+@pytest.mark.parametrize("command", [["status"], ["report", "--format", "json"], ["actions"], ["roots"]])
+def test_read_only_commands_start_without_torch(scanned: Path, command: list[str]) -> None:
+    """Read-only commands never load the CNN (importing torch alone costs seconds on a small machine)."""
+    probe = (
+        "import sys; from dupwatch.daemon.cli import main;"
+        f"main({[*command, '--db', str(scanned)]!r}, standalone_mode=False);"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
