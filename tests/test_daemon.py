@@ -47,14 +47,20 @@ def _start(env: dict, extra_env: dict | None = None) -> subprocess.Popen:
         "watch",
         str(env["photos"]),
     ]
-    return subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env={**os.environ, **(extra_env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # its output goes to a file, never to a pipe nobody reads: with -v a busy daemon would fill the pipe and block
+    log = env["tmp"] / f"daemon-{len(list(env['tmp'].glob('daemon-*.log')))}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env={**os.environ, **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+    proc.log_path = log  # type: ignore[attr-defined]
+    return proc
+
+
+def _output(proc: subprocess.Popen, timeout: float) -> str:
+    """Wait for the daemon to end and return what it printed."""
+    proc.wait(timeout)
+    return proc.log_path.read_text()  # type: ignore[attr-defined]
 
 
 def _state(env: dict) -> str | None:
@@ -141,7 +147,7 @@ def test_a_second_daemon_on_the_same_database_is_refused(env: dict) -> None:
     try:
         assert wait_until(lambda: _state(env) == "watching", 60)
         second = _start(env)
-        _, err = second.communicate(timeout=60)
+        err = _output(second, 60)
         assert second.returncode == 1 and "already writing" in err
         status = subprocess.run(
             [sys.executable, "-m", "dupwatch.daemon.cli", "--db", str(env["db"]), "status"],
@@ -179,7 +185,7 @@ def test_sighup_reloads_the_config(env: dict) -> None:
         assert wait_until(lambda: _settings(env).get("cosine_threshold") == 0.9, 3)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
+        err = _output(proc, 15)
     assert proc.returncode == 0 and "config reloaded" in err and "config not reloaded" in err
 
 

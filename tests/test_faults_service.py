@@ -126,7 +126,7 @@ def test_ready_comes_early_and_the_watchdog_is_fed_during_a_long_reconcile(tmp_p
     db = tmp_path / "d.db"
     cmd = [sys.executable, "-m", "dupwatch.daemon.cli", "--db", str(db), "--config", str(config), "watch", str(photos)]
     env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "500000"}  # WatchdogSec=0.5
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     messages: list[tuple[float, str]] = []
     try:
         deadline = time.monotonic() + 240
