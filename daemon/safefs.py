@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import stat
+import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from dupwatch.hashing.fingerprint import content_hash
+from dupwatch.hashing.errors import DecodeError
+from dupwatch.hashing.fingerprint import content_hash, read_file
 
 PARTIAL = ".dupwatch-partial"  # suffix of a copy being written across filesystems
 _NO_HARD_LINKS = (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS)
@@ -40,12 +43,13 @@ class Expected:
 
 
 def file_digest(path: str) -> str:
-    """The content hash of a regular file, read without following a symlink."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise UnsafeError(errno.EINVAL, f"{path} is not a regular file")
-        return content_hash(f.read())
+    """The content hash of a regular file, read the way fingerprints read it (no symlink followed, nothing but a
+    regular file opened), without its size cap or deadline."""
+    try:
+        data, _ = read_file(path, max_bytes=sys.maxsize, deadline_s=math.inf)
+    except DecodeError as e:
+        raise UnsafeError(errno.EINVAL, f"{path}: {e.reason}") from None
+    return content_hash(data)
 
 
 def check_regular_and_unchanged(path: str, expected: Expected, what: str = "file") -> None:

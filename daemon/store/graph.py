@@ -102,7 +102,6 @@ class Graph:
             components.setdefault(find(n), []).append(n)
 
         self.db.execute("DELETE FROM members WHERE file_id IN (SELECT value FROM json_each(?))", [ids])
-        in_use = {int(r[0]) for r in self.db.execute("SELECT DISTINCT group_id FROM members")}
         claimed: set[int] = set()
         next_id = self.meta.get_int("next_group_id", 1)
         rows: list[tuple[int, int]] = []
@@ -115,7 +114,7 @@ class Graph:
             candidates = sorted({g for f in comp if (g := old.get(f)) is not None} - claimed)
             previous = {last.get(f) for f in comp}
             if not candidates and len(previous) == 1 and None not in previous:
-                candidates = sorted({g for g in previous if g is not None} - claimed - in_use)
+                candidates = [g for g in sorted({g for g in previous if g is not None} - claimed) if not self._held(g)]
             if candidates:
                 gid = candidates[0]
             else:
@@ -135,6 +134,10 @@ class Graph:
             [json.dumps(sorted(remembered.items()))],
         )
         self.meta.set("next_group_id", next_id)
+
+    def _held(self, group_id: int) -> bool:
+        """Does some group (outside the files being regrouped, whose rows were just cleared) hold this id?"""
+        return self.db.execute("SELECT 1 FROM members WHERE group_id = ? LIMIT 1", [group_id]).fetchone() is not None
 
     def _neighbourhood(self, seeds: list[int]) -> list[int]:
         """The seeds, their partners (whatever their status) and every member of the groups of all of those."""
