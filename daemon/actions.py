@@ -35,6 +35,7 @@ from dupwatch.daemon.safefs import (
     same_inode,
 )
 from dupwatch.daemon.store import ActionItem, ActionMode, ItemState, Store
+from dupwatch.daemon.store.graph import DUPLICATES, SHOTS
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,14 @@ def plan(
     quarantine: Path | None,
     groups: Sequence[int] = (),
     policy: KeeperPolicy | None = None,
+    similar: bool = False,
 ) -> list[Step]:
-    """The steps for every group (or `groups`), each with its refusal, if any. Nothing is touched."""
+    """The steps for every duplicate group (or `groups`), each with its refusal, if any; with `similar`, for the
+    similar-shot groups instead (only when asked for explicitly). Nothing is touched."""
     roots = store.decisions.roots()
     quarantines = store.journal.quarantines() + ([str(quarantine)] if quarantine else [])
     selected = set(groups)
-    groups_now = store.read.groups()
+    groups_now = store.read.groups(SHOTS if similar else DUPLICATES)
     missing = selected - {gid for gid, _ in groups_now}
     if missing:
         raise ActionError(f"no such group: {', '.join(map(str, sorted(missing)))}")

@@ -28,7 +28,7 @@ from dupwatch.daemon.store import StoreError
 
 if TYPE_CHECKING:
     from dupwatch.daemon.records import FileRecord
-    from dupwatch.daemon.reports import Report
+    from dupwatch.daemon.reports import Filters, Report
     from dupwatch.daemon.store import Store
     from dupwatch.hashing.embedding import Embedder
 
@@ -326,11 +326,23 @@ def _write_table(rep: Report, fh: IO[str]) -> None:
         write_plain(rep, fh)
 
 
-def _build_report(cfg: Config) -> Report:
+def _build_report(cfg: Config, tier: str = "copy", filters: Filters | None = None) -> Report:
     from dupwatch.daemon.keeper import KeeperPolicy
     from dupwatch.daemon.reports import build_report
 
-    return build_report(_store(cfg, readonly=True), KeeperPolicy.from_config(cfg))
+    similar = tier == "similar"
+    policy = KeeperPolicy.from_config(cfg)
+    return build_report(_store(cfg, readonly=True), policy.best_shot() if similar else policy, similar, filters)
+
+
+tier_option = click.option(
+    "--tier",
+    type=click.Choice(["copy", "similar"]),
+    default="copy",
+    show_default=True,
+    help="copy: duplicate groups (exact copies and edited copies of one capture); similar: similar-shot groups "
+    "(bursts, other takes of one scene), each holding its duplicate groups.",
+)
 
 
 @main.command()
@@ -338,22 +350,33 @@ def _build_report(cfg: Config) -> Report:
     "--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of stdout.")
+@tier_option
+@click.option(
+    "--min-cosine",
+    type=click.FloatRange(0.0, 1.0),
+    help="Only pairs at least this similar (CNN cosine) make groups: re-decides from the stored evidence, no rescan.",
+)
+@click.option("--min-inliers", type=click.IntRange(0), help="Only pairs with this much geometric agreement.")
 @keeper_options
 @pass_obj
 def report(
     obj: Context,
     fmt: str,
     out: Path | None,
+    tier: str,
+    min_cosine: float | None,
+    min_inliers: int | None,
     keep_by: str | None,
     reference_dirs: tuple[Path, ...],
     prefer_folders: tuple[str, ...],
 ) -> None:
     """Print the duplicate groups (largest reclaimable space first) with the evidence for each match, the file
-    each group would keep, and the files that could not be read. --format html needs --out."""
-    from dupwatch.daemon.reports import to_json, write_csv
+    each group would keep, and the files that could not be read; --tier similar prints the similar-shot groups
+    instead, keeping the best shot. --format html needs --out."""
+    from dupwatch.daemon.reports import Filters, to_json, write_csv
 
     cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs, prefer_folders)
-    rep = _build_report(cfg)
+    rep = _build_report(cfg, tier, Filters(min_cosine, min_inliers))
     if fmt == "html":
         if out is None:
             raise click.UsageError("--format html writes a file: give --out report.html")
@@ -525,6 +548,14 @@ def demo(obj: Context, folder: Path | None) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing (no --move-to needed).")
 @click.option("--yes", "-y", is_flag=True, help="Act on every group without asking (for scripts).")
+@click.option(
+    "--tier",
+    type=click.Choice(["copy", "similar"]),
+    default="copy",
+    show_default=True,
+    help="copy: duplicate groups only; similar: the similar-shot groups of `report --tier similar` (keeps the best "
+    "shot of each and moves the other takes: say so explicitly).",
+)
 @keeper_options
 @pass_obj
 def resolve(
@@ -534,6 +565,7 @@ def resolve(
     mode: str | None,
     dry_run: bool,
     yes: bool,
+    tier: str,
     keep_by: str | None,
     reference_dirs: tuple[Path, ...],
     prefer_folders: tuple[str, ...],
@@ -551,7 +583,11 @@ def resolve(
         raise click.UsageError("--move-to QUARANTINE is required (files are moved there, never deleted)")
     with _writing(cfg) as store:
         try:
-            steps = plan(store, action_mode, quarantine, groups, KeeperPolicy.from_config(cfg))
+            policy = KeeperPolicy.from_config(cfg)
+            if tier == "similar":
+                steps = plan(store, action_mode, quarantine, groups, policy.best_shot(), similar=True)
+            else:
+                steps = plan(store, action_mode, quarantine, groups, policy)
         except ActionError as e:
             raise click.UsageError(str(e)) from None
         ready = [s for s in steps if s.refused is None]

@@ -64,7 +64,7 @@ class Config:
     suffixes: tuple[str, ...] = IMAGE_SUFFIXES
     max_pixels: int = 200_000_000
     max_file_bytes: int = 1 << 30
-    decode_side: int = 256
+    decode_side: int = 448
     # matching: hashes find candidates cheaply, the CNN's cosine similarity decides
     ahash_radius: int = 12  # loose: a candidate only, never a match by itself
     chash_radius: int = 3
@@ -76,6 +76,11 @@ class Config:
     verify_low: float = 0.50  # grey zone: below cosine_threshold but above this ...
     grey_inliers: int = 40  # ... a pair needs this much geometric agreement
     verify_max_candidates: int = 3  # grey-zone candidates checked per new file
+    # tiers (hashing.detail): a confirmed pair is a copy only if it covers and agrees in detail, else similar
+    copy_min_overlap: float = 0.5  # each image covers at least this share of the other (a crop up to ~30 %)
+    copy_max_changed: float = 0.22  # at most this share of detail blocks disagree once aligned ...
+    copy_max_scattered: float = 0.016  # ... and nearly all of them in one or two compact regions (an overlay)
+    min_texture: float = 0.01  # share of blocks with any detail below which an image is featureless
     hnsw_k: int = 16
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
@@ -98,7 +103,7 @@ class Config:
     workers: int = 2
     worker_memory_mb: int = 1536  # memory one decoding worker may take for an image (0: no limit); larger ones fail
     batch_size: int = 16
-    local_cache: int = 2048  # recent files whose local descriptors stay in memory (~44 KB each)
+    local_cache: int = 512  # recent files whose verification details stay in memory (~250 KB each)
     device: str | None = None  # "cpu", "cuda"; None = CUDA when present
 
     @property
@@ -128,6 +133,10 @@ _LIMITS: dict[str, tuple[float | None, float | None]] = {
     "cosine_threshold": (0.0, 1.0),
     "verify_low": (0.0, 1.0),
     "verify_agreement": (-1.0, 1.0),
+    "copy_min_overlap": (0.0, 1.0),
+    "copy_max_changed": (0.0, 1.0),
+    "copy_max_scattered": (0.0, 1.0),
+    "min_texture": (0.0, 1.0),
     "ahash_radius": (0, 64),
     "chash_radius": (0, 42),
     "max_pixels": (1, None),

@@ -11,6 +11,7 @@ of them is the keeper when the group has any.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,12 @@ class KeeperPolicy:
             folders=cfg.keeper_folders,
             min_difference=cfg.keeper_min_difference,
         )
+
+    def best_shot(self) -> KeeperPolicy:
+        """For similar-shot groups (bursts, other takes): the takes are different pictures, so the best picture
+        wins, sharpest first; the configured format and folder preferences only break ties."""
+        first = (KeeperRule.SHARPNESS, KeeperRule.RESOLUTION)
+        return dataclasses.replace(self, rules=first + tuple(r for r in self.rules if r not in first))
 
 
 def _timestamp(r: FileRecord) -> float:

@@ -7,6 +7,12 @@ embedding (crops, re-encodes and colour edits that move the hashes). A candidate
 CNN's cosine similarity clears the threshold and the geometric verification (hashing.geometry) finds the same
 photograph, not just the same texture; the hashes never decide on their own. Candidates in the grey zone below
 the threshold (rotated by a few tens of degrees, heavily edited) pass on strong geometric agreement alone.
+
+A confirmed pair then gets its tier. It is a `copy` (the same capture, edited) only when the two images, aligned,
+cover most of each other and agree in their fine detail except perhaps in one or two compact regions (an overlay);
+otherwise it is `similar` (the same scene, another capture: a burst frame where something moved, a stereo pair,
+an overlapping crop, a screenshot of the same app with other text). Featureless images (a flat colour, an empty
+canvas) pair with nothing but their exact copies: their hashes and embeddings agree with any other flat image.
 """
 
 from __future__ import annotations
@@ -20,29 +26,52 @@ import numpy as np
 
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.index import EmbeddingIndex
-from dupwatch.daemon.records import PairKind
+from dupwatch.daemon.records import Tier
+from dupwatch.hashing.detail import compare, overlap, texture
 from dupwatch.hashing.geometry import aligned_agreement, estimate_affine
 from dupwatch.hashing.hamming import HammingIndex
 from dupwatch.hashing.perceptual import hamming
-from dupwatch.hashing.views import IDENTITY, dihedral
+from dupwatch.hashing.views import IDENTITY, compose, dihedral, nearest_view
 
 if TYPE_CHECKING:  # torch is imported only where the CNN runs, not by `status` or `report`
     from dupwatch.hashing.embedding import Embedder
 
 log = logging.getLogger(__name__)
 
-LocalDetail = tuple[np.ndarray, np.ndarray]  # a stored file's (local descriptors, structure) for verification
+
+@dataclass(frozen=True)
+class LocalDetail:
+    """What verification needs of a stored file: its CNN local map, its smoothed structure, its detail image."""
+
+    local: np.ndarray
+    structure: np.ndarray
+    detail: np.ndarray
+
+
 ViewCache = dict[int, tuple[np.ndarray, np.ndarray | None]]  # view -> (embedding, local map) of the probe
 
 
 @dataclass
 class Match:
     other: int
-    kind: PairKind
+    tier: Tier
     hamming: int
     cosine: float
-    view: int = IDENTITY  # the view of the new image that matched
+    view: int = IDENTITY  # the view of the new image that the geometry confirmed
     inliers: int | None = None  # local matches that agree on one geometric map (hashing.geometry)
+    overlap: float | None = None  # hashing.detail.overlap
+    changed: float | None = None  # hashing.detail.DetailMatch
+    scattered: float | None = None
+
+
+@dataclass(frozen=True)
+class Verified:
+    """Geometric verification of one candidate under one view of the probe."""
+
+    inliers: int
+    agreement: float | None  # aligned structure (hashing.geometry.aligned_agreement)
+    model: np.ndarray | None  # grid affine map, probe view -> candidate
+    theirs: LocalDetail
 
 
 @dataclass
@@ -55,6 +84,10 @@ class Probe:
     local: np.ndarray | None = None  # (H, W, C) local descriptors of the upright view
     pixels: np.ndarray | None = None  # CNN input, for the other dihedral views
     structure: np.ndarray | None = None  # smoothed luminance (hashing.geometry.structure) of the upright view
+    detail: np.ndarray | None = None  # hashing.detail.detail_image of the upright view
+
+    def featureless(self, min_texture: float) -> bool:
+        return self.detail is not None and texture(self.detail) < min_texture
 
 
 class Matcher:
@@ -64,8 +97,12 @@ class Matcher:
         embedder: Embedder,
         index: EmbeddingIndex,
         load_local: Callable[[int], LocalDetail | None] | None = None,
+        copies_of: Callable[[int], set[int]] | None = None,
     ) -> None:
         self.cfg = cfg
+        # the stored files known to be copies of a file: a candidate among the copies of a copy just confirmed is
+        # a copy too (the same capture twice over), without comparing its details again
+        self.copies_of = copies_of
         # a stored file's (local descriptors, structure), cached or recomputed from disk
         self.load_local = load_local
         self.embedder = embedder
@@ -162,25 +199,49 @@ class Matcher:
         out.sort(key=lambda t: -t[1])
         return out
 
-    def verify(self, probe: Probe, file_id: int, view: int, cache: ViewCache) -> tuple[int, float | None] | None:
+    def verify(self, probe: Probe, file_id: int, view: int, cache: ViewCache) -> Verified | None:
         """Geometric verification (hashing.geometry): inliers of the best affine map, and how well the aligned
         images agree; None when either side's details are unavailable."""
         mine = self._view(probe, view, cache)[1] if probe.pixels is not None or view == IDENTITY else None
         theirs = self.load_local(file_id) if self.load_local is not None else None
         if mine is None or theirs is None:
             return None
-        n, model = estimate_affine(mine, theirs[0], seed=file_id)
+        n, model = estimate_affine(mine, theirs.local, seed=file_id)
         agreement = None
         if model is not None and probe.structure is not None:
-            agreement = aligned_agreement(dihedral(probe.structure, view), theirs[1], model)
-        return n, agreement
+            agreement = aligned_agreement(dihedral(probe.structure, view), theirs.structure, model)
+        return Verified(n, agreement, model, theirs)
+
+    def tier(self, probe: Probe, view: int, checked: Verified) -> tuple[Tier | None, Match]:
+        """The tier of a geometrically confirmed pair (None: no pair: the other side is featureless) and its
+        evidence: a copy covers most of the other image and agrees with it in its details."""
+        cfg = self.cfg
+        evidence = Match(0, Tier.SIMILAR, 0, 0.0, view, checked.inliers)
+        if texture(checked.theirs.detail) < cfg.min_texture:
+            return None, evidence
+        if checked.model is None or probe.detail is None:
+            return Tier.SIMILAR, evidence
+        evidence.view = compose(view, nearest_view(checked.model[:2, :].T))
+        evidence.overlap = overlap(checked.model)
+        if evidence.overlap < cfg.copy_min_overlap:
+            return Tier.SIMILAR, evidence  # they share a minority of the picture: no need to compare its details
+        found = compare(dihedral(probe.detail, view), checked.theirs.detail, checked.model)
+        evidence.changed, evidence.scattered = found.changed, found.scattered
+        copy = evidence.overlap >= cfg.copy_min_overlap and found.same_details(
+            cfg.copy_max_changed, cfg.copy_max_scattered
+        )
+        return (Tier.COPY if copy else Tier.SIMILAR), evidence
 
     def find(self, probe: Probe, exclude: int | None = None) -> list[Match]:
         """Pairs for a new file: cosine over the threshold and geometry agreeing, or a grey-zone cosine with
-        geometry agreeing strongly (a rotated or heavily edited copy)."""
+        geometry agreeing strongly (a rotated or heavily edited copy); each with its tier. A featureless file
+        has no pairs here (only exact ones, which the pipeline finds by content)."""
         cfg = self.cfg
+        if probe.featureless(cfg.min_texture):
+            return []
         cache: ViewCache = {}
         matches: list[Match] = []
+        copied: set[int] = set()  # known copies of the copies found so far
         grey_checked = 0
         for fid, sim, view in self.score(probe, self.candidates(probe, exclude), cache):
             if sim >= cfg.cosine_threshold:
@@ -190,11 +251,19 @@ class Matcher:
             else:
                 continue
             checked = self.verify(probe, fid, view, cache)
-            if checked is None:
+            if checked is None or checked.inliers < need:
                 continue
-            inl, agreement = checked
-            if inl >= need and (agreement is None or agreement >= cfg.verify_agreement):
-                matches.append(Match(fid, PairKind.NEAR, self._hamming(probe, fid, view), sim, view, inl))
+            if checked.agreement is not None and checked.agreement < cfg.verify_agreement:
+                continue
+            if fid in copied:
+                tier, m = Tier.COPY, Match(fid, Tier.COPY, 0, sim, view, checked.inliers)
+            else:
+                tier, m = self.tier(probe, view, checked)
+            if tier is not None:
+                m.other, m.tier, m.hamming, m.cosine = fid, tier, self._hamming(probe, fid, view), sim
+                matches.append(m)
+                if tier == Tier.COPY and self.copies_of is not None:
+                    copied |= self.copies_of(fid)
         matches.sort(key=lambda m: -m.cosine)
         return matches
 

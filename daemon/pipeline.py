@@ -27,7 +27,7 @@ from dupwatch.daemon.config import Config
 from dupwatch.daemon.files import is_under, scan_tree
 from dupwatch.daemon.index import EmbeddingIndex, IndexParams, sync_index
 from dupwatch.daemon.matcher import LocalDetail, Match, Matcher, Probe
-from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairKind, PairRecord
+from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairRecord, Tier
 from dupwatch.daemon.store import KnownFile, Store
 from dupwatch.daemon.workers import WORKER_DIED, Fingerprinter, init_worker, timed_fingerprint
 from dupwatch.hashing.errors import DecodeError
@@ -48,7 +48,7 @@ _GONE = (FileStatus.DELETED, FileStatus.RESOLVED)
 @dataclass
 class DuplicateMatch:
     path: str
-    kind: PairKind
+    tier: Tier
     cosine: float
     hamming: int
     inliers: int | None
@@ -166,7 +166,7 @@ class LocalDetails:
             r = self.fingerprint(rec.path)
             if r.fingerprint is not None and r.fingerprint.content_hash == rec.content_hash:
                 local = self.embedder.embed_with_local(r.fingerprint.pixels[None])[1][0]
-                detail = (local, structure(r.fingerprint.pixels))
+                detail = LocalDetail(local, structure(r.fingerprint.pixels), r.fingerprint.detail)
         self.remember(file_id, detail)
         return detail
 
@@ -187,7 +187,7 @@ def open_pipeline(
         log.warning("database embeddings are %d-d, model gives %d-d: re-embedding everything", dim, embedder.dim)
     index = sync_index(store.files, store.gen, cfg.index_path, params)
     details = LocalDetails(store, embedder, partial(fingerprint_in_process, cfg), cfg.local_cache)
-    matcher = Matcher(cfg, embedder, index, details.get)
+    matcher = Matcher(cfg, embedder, index, details.get, store.graph.copies_of)
     matcher.load_hashes(*store.files.live_hashes())
     return Pipeline(cfg, store, embedder, index, matcher, details, hooks or NoHooks(), fingerprinter)
 
@@ -481,7 +481,7 @@ class Pipeline:
                 path,
                 self.store.graph.group_of(fid),
                 [
-                    DuplicateMatch(recs[m.other].path, m.kind, round(m.cosine, 4), m.hamming, m.inliers)
+                    DuplicateMatch(recs[m.other].path, m.tier, round(m.cosine, 4), m.hamming, m.inliers)
                     for m in matches
                     if m.other in recs
                 ],
@@ -539,17 +539,22 @@ class Pipeline:
         exact = {
             s.id for s in self.store.files.by_content(fp.content_hash) if s.id != fid and not _same_file(s.path, r.path)
         }  # a hard link to the same inode takes no extra space: not a duplicate
+        exact.update(i for i in self.store.files.by_pixels(fp.pixel_hash) if i != fid)  # same picture, other format
         self.matcher.add(fid, probe)
         if item.local is not None and probe.structure is not None:
-            self.details.remember(fid, (item.local, probe.structure))
+            self.details.remember(fid, LocalDetail(item.local, probe.structure, fp.detail))
         stats.add_time("index", time.perf_counter() - t)
 
         t = time.perf_counter()
         by_id = {m.other: m for m in matches}
         for other in exact:
-            by_id[other] = Match(other, PairKind.EXACT, 0, 1.0)
+            by_id[other] = Match(other, Tier.EXACT, 0, 1.0)
         for m in by_id.values():
-            self.store.graph.add_pair(PairRecord(fid, m.other, m.kind, m.hamming, m.cosine, m.view, m.inliers))
+            self.store.graph.add_pair(
+                PairRecord(
+                    fid, m.other, m.tier, m.hamming, m.cosine, m.view, m.inliers, m.overlap, m.changed, m.scattered
+                )
+            )
         stats.pairs += len(by_id)
         stats.add_time("database", time.perf_counter() - t)
         if by_id:
@@ -559,7 +564,7 @@ class Pipeline:
 
     @staticmethod
     def _probe(fp: Fingerprint, embedding: np.ndarray, local: np.ndarray | None) -> Probe:
-        return Probe(fp.ahash_views, fp.chash, embedding, local, fp.pixels, structure(fp.pixels))
+        return Probe(fp.ahash_views, fp.chash, embedding, local, fp.pixels, structure(fp.pixels), fp.detail)
 
     # -- removals ------------------------------------------------------------------------------------------------
 

@@ -21,9 +21,15 @@ class FileStatus(StrEnum):
     RESOLVED = "resolved"  # moved to the quarantine or the trash, or replaced by a link, by `dupwatch resolve`
 
 
-class PairKind(StrEnum):
-    EXACT = "exact"  # the same bytes
-    NEAR = "near"  # confirmed by the CNN and the geometric check
+class Tier(StrEnum):
+    """How two files relate; the order is from the closest to the loosest."""
+
+    EXACT = "exact"  # the same bytes, or the same decoded pixels
+    COPY = "copy"  # the same capture, edited: agrees in its details once aligned (hashing.detail)
+    SIMILAR = "similar"  # the same scene, another capture: a burst frame, a stereo pair, an overlapping crop
+
+
+DUPLICATE_TIERS: tuple[Tier, ...] = (Tier.EXACT, Tier.COPY)  # what duplicate groups (and `resolve`) are made of
 
 
 @dataclass(kw_only=True)
@@ -45,7 +51,8 @@ class FileRow:
     exif_fields: int | None = None
     embedding: np.ndarray | None = None  # float16 unit vector
     error: str | None = None
-    notes: str | None = None  # what was odd about the file but did not stop it being read
+    notes: str | None = None
+    pixel_hash: str | None = None  # what was odd about the file but did not stop it being read
 
     @classmethod
     def from_result(cls, result: FileResult, embedding: np.ndarray | None = None) -> FileRow:
@@ -86,11 +93,14 @@ class FileRecord(FileRow):
 class PairRecord:
     a: int
     b: int
-    kind: PairKind
+    tier: Tier
     hamming: int
     cosine: float
-    view: int = 0  # dihedral view (hashing.views) under which the pair matched; 0 = as is
+    view: int = 0  # dihedral view (hashing.views) under which the geometry confirmed the pair; 0 = as is
     inliers: int | None = None  # geometric verification's agreeing local matches (hashing.geometry)
+    overlap: float | None = None  # the smaller share of either image that the other covers (hashing.detail)
+    changed: float | None = None  # share of detail blocks that disagree once aligned (hashing.detail)
+    scattered: float | None = None  # ... outside the two largest regions of disagreement (an overlay is compact)
 
 
 FILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FileRow))

@@ -18,8 +18,10 @@ from rich.text import Text
 
 from dupwatch.daemon.files import is_under
 from dupwatch.daemon.keeper import KeeperPolicy, choose
-from dupwatch.daemon.records import FileRecord, PairKind
+from dupwatch.daemon.records import DUPLICATE_TIERS, FileRecord, PairRecord, Tier
 from dupwatch.daemon.store import Store
+from dupwatch.daemon.store.decisions import content_key
+from dupwatch.daemon.store.graph import DUPLICATES, SHOTS
 from dupwatch.hashing.views import describe
 
 
@@ -39,11 +41,37 @@ class Member:
 class Pair:
     a: str
     b: str
-    kind: PairKind
+    tier: Tier
     hamming: int
     cosine: float
     inliers: int | None = None
     view: str = "identity"
+    overlap: float | None = None  # the evidence for the tier (hashing.detail)
+    changed: float | None = None
+    kind: str = ""  # before tiers: "exact" or "near" (any other tier); kept for scripts that read it
+
+    def __post_init__(self) -> None:
+        self.kind = "exact" if self.tier == Tier.EXACT else "near"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Re-deciding from the stored evidence, without a rescan: pairs below these are left out before grouping.
+    Exact pairs always stay."""
+
+    min_cosine: float | None = None
+    min_inliers: int | None = None
+
+    def keep(self, p: PairRecord) -> bool:
+        if p.tier == Tier.EXACT:
+            return True
+        if self.min_cosine is not None and p.cosine < self.min_cosine:
+            return False
+        return self.min_inliers is None or (p.inliers or 0) >= self.min_inliers
+
+    @property
+    def active(self) -> bool:
+        return self.min_cosine is not None or self.min_inliers is not None
 
 
 @dataclass
@@ -51,6 +79,9 @@ class Group:
     id: int
     members: list[Member]
     pairs: list[Pair]
+    tier: str = "copy"  # "copy": a duplicate group (exact and copy pairs); "similar": a similar-shot group
+    label: str = "copies"  # what the group is, in words: "copies" or "similar shots"
+    copies: list[int] = field(default_factory=list)  # in a similar-shot group: the duplicate groups inside it
     bytes: int = 0
     keeper: str = ""  # path of the file the keeper rule would keep
     keeper_reason: str = ""
@@ -69,6 +100,11 @@ class Report:
     groups: list[Group] = field(default_factory=list)
     errors: list[BadFile] = field(default_factory=list)
     roots: list[str] = field(default_factory=list)  # the scanned folders (paths are shown relative to them)
+    tier: str = "copy"  # which groups: duplicate groups ("copy") or similar-shot groups ("similar")
+
+    @property
+    def noun(self) -> str:
+        return "similar-shot groups" if self.tier == Tier.SIMILAR else "duplicate groups"
 
     @property
     def reclaimable(self) -> int:
@@ -81,22 +117,84 @@ def _member(r: FileRecord) -> Member:
     return m
 
 
-def build_report(store: Store, policy: KeeperPolicy | None = None) -> Report:
-    """Groups sorted by reclaimable space, largest first, each with its proposed keeper."""
-    report = Report()
-    for gid, recs in store.read.groups():
+def _groups(
+    store: Store, similar: bool, filters: Filters
+) -> list[tuple[int, list[FileRecord], list[PairRecord], list[int]]]:
+    """(id, members, pairs, duplicate groups inside) per group of the level asked for. Without filters these are
+    the stored groups; with them, the components of the stored pairs that pass, named after the stored group
+    that holds their first member."""
+    level = SHOTS if similar else DUPLICATES
+    tiers = tuple(Tier) if similar else DUPLICATE_TIERS
+    out: list[tuple[int, list[FileRecord], list[PairRecord], list[int]]] = []
+    if not filters.active:
+        for gid, members in store.read.groups(level):
+            ids = [r.id for r in members]
+            out.append((gid, members, [p for p in store.read.pairs_within(ids) if p.tier in tiers], []))
+    else:
+        pairs = [p for p in store.read.live_pairs() if p.tier in tiers and filters.keep(p)]
+        recs = store.files.many({i for p in pairs for i in (p.a, p.b)})
+        ignored = store.decisions.ignored()
+        pairs = [p for p in pairs if content_key(recs[p.a].content_hash, recs[p.b].content_hash) not in ignored]
+        used: set[int] = set()
+        unnamed: list[list[int]] = []
+        for comp in _components(pairs):
+            stored_id = store.graph.group_of(comp[0], level)
+            if stored_id is None or stored_id in used:
+                unnamed.append(comp)
+                continue
+            used.add(stored_id)
+            out.append((stored_id, [recs[i] for i in comp], [p for p in pairs if p.a in set(comp)], []))
+        # groups that only these filters make get ids no stored group has ever had (`resolve` does not know them)
+        fresh = max(store.meta.get_int(level.counter, 1), max(used, default=0) + 1)
+        for n, comp in enumerate(unnamed):
+            out.append((fresh + n, [recs[i] for i in comp], [p for p in pairs if p.a in set(comp)], []))
+    if similar:
+        for _, found, _, inside in out:
+            inside.extend(sorted({g for r in found if (g := store.graph.group_of(r.id)) is not None}))
+    return out
+
+
+def _components(pairs: Sequence[PairRecord]) -> list[list[int]]:
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p in pairs:
+        ra, rb = find(p.a), find(p.b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    comps: dict[int, list[int]] = {}
+    for x in list(parent):
+        comps.setdefault(find(x), []).append(x)
+    return sorted((sorted(c) for c in comps.values()), key=lambda c: c[0])
+
+
+def build_report(
+    store: Store, policy: KeeperPolicy | None = None, similar: bool = False, filters: Filters | None = None
+) -> Report:
+    """Groups sorted by reclaimable space, largest first, each with its proposed keeper: the duplicate groups, or
+    with `similar` the similar-shot groups; `filters` re-decide from the stored evidence."""
+    report = Report(tier=str(Tier.SIMILAR if similar else Tier.COPY))
+    for gid, recs, stored_pairs, inside in _groups(store, similar, filters or Filters()):
         by_id = {r.id: r for r in recs}
         pairs = [
             Pair(
                 a=by_id[p.a].path,
                 b=by_id[p.b].path,
-                kind=p.kind,
+                tier=p.tier,
                 hamming=p.hamming,
                 cosine=round(p.cosine, 4),
                 inliers=p.inliers,
                 view=describe(p.view),
+                overlap=p.overlap,
+                changed=p.changed,
             )
-            for p in store.read.pairs_within([r.id for r in recs])
+            for p in stored_pairs
         ]
         members = [_member(r) for r in sorted(recs, key=lambda r: r.path)]
         d = choose(recs, policy)
@@ -105,7 +203,10 @@ def build_report(store: Store, policy: KeeperPolicy | None = None) -> Report:
                 gid,
                 members,
                 pairs,
-                sum(m.size for m in members),
+                tier=str(Tier.SIMILAR if similar else Tier.COPY),
+                label="similar shots" if similar else "copies",
+                copies=inside,
+                bytes=sum(m.size for m in members),
                 keeper=d.keeper.path,
                 keeper_reason=d.reason,
                 reclaimable=sum(r.size for r in d.remove),
@@ -120,6 +221,7 @@ def build_report(store: Store, policy: KeeperPolicy | None = None) -> Report:
 
 def to_json(report: Report) -> dict[str, Any]:
     return {
+        "tier": report.tier,
         "groups": [asdict(g) for g in report.groups],
         "errors": [asdict(e) for e in report.errors],
         "summary": summary(report),
@@ -235,7 +337,7 @@ def write_table(report: Report, console: Console) -> None:
     s = summary(report)
     where = f"; paths under {report.roots[0]}" if len(report.roots) == 1 else ""
     console.print(
-        Text(f"{s['groups']} duplicate groups, {s['files']} files, {_size(s['reclaimable_bytes'])} reclaimable{where}")
+        Text(f"{s['groups']} {report.noun}, {s['files']} files, {_size(s['reclaimable_bytes'])} reclaimable{where}")
     )
     if report.groups:
         console.print(Text(_SIMILARITY_NOTE, style="dim"))
@@ -243,7 +345,10 @@ def write_table(report: Report, console: Console) -> None:
     for g in report.groups:
         best = _similarity(g)
         t = Table(
-            title=f"group {g.id}: {len(g.members)} files, {_size(g.reclaimable)} reclaimable; keep: {g.keeper_reason}",
+            title=(
+                f"{'similar shots' if g.tier == Tier.SIMILAR else 'group'} {g.id}: {len(g.members)} files, "
+                f"{_size(g.reclaimable)} reclaimable; keep: {g.keeper_reason}"
+            ),
             title_justify="left",
             box=box.SIMPLE_HEAD,
             pad_edge=False,
@@ -281,7 +386,7 @@ def write_plain(report: Report, out: IO[str]) -> None:
     paths relative to the scanned folders named in the comments (the JSON and CSV reports carry full paths)."""
     s = summary(report)
     out.write(
-        f"# {s['groups']} duplicate groups, {s['files']} files, {s['reclaimable_bytes']} bytes reclaimable, "
+        f"# {s['groups']} {report.noun}, {s['files']} files, {s['reclaimable_bytes']} bytes reclaimable, "
         f"{s['errors']} unreadable\n"
     )
     for root in report.roots:

@@ -367,7 +367,7 @@ class Service:
         for d in found:
             self.status.duplicates += 1
             event = {"event": "duplicate", "time": time.time(), **asdict(d)}
-            others = ", ".join(f"{m.path} ({m.kind}, cosine {m.cosine:.3f})" for m in d.matches)
+            others = ", ".join(f"{m.path} ({m.tier}, cosine {m.cosine:.3f})" for m in d.matches)
             log.info("duplicate: %s matches %s", d.path, others)
             self._journal(event)
             if self.cfg.on_duplicate and self._hooks_live:

@@ -27,7 +27,7 @@ try:  # HEIC/HEIF from phones, when the optional plugin is installed
 except ImportError:  # pragma: no cover - optional
     pass
 
-DEFAULT_MAX_SIDE = 256
+DEFAULT_MAX_SIDE = 448
 DEFAULT_MAX_PIXELS = 200_000_000  # a 200 MP panorama still decodes; a forged 50000x50000 header does not
 
 _ORIENTATION = 0x0112
@@ -203,8 +203,9 @@ def decode(data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFA
             orientation = _orientation(exif.get(_ORIENTATION), notes)
             taken_at = _exif_time(exif)
             exif_fields = _camera_tags(exif)
-            if fmt == "JPEG":
-                im.draft("RGB", (max_side, max_side))
+            if fmt == "JPEG":  # the long side only needs max_side: a 4000x3000 photo still decodes at 1/8 scale
+                s = max_side / max(w, h, 1)
+                im.draft("RGB", (max(1, round(w * s)), max(1, round(h * s))))
             im.load()
         notes += sorted({str(w.message).strip() for w in caught})
     except DecodeError:

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dupwatch.hashing.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Decoded, decode
+from dupwatch.hashing.detail import detail_image
 from dupwatch.hashing.errors import DecodeError
 from dupwatch.hashing.perceptual import average_hash_views, colour_hash
 from dupwatch.hashing.raw import decode_raw, is_raw
@@ -41,6 +42,8 @@ class Fingerprint:
     taken_at: str | None
     exif_fields: int
     pixels: np.ndarray  # INPUT_SIZE x INPUT_SIZE x 3 uint8, the CNN's input
+    detail: np.ndarray  # DETAIL_SIZE square greyscale uint8 (hashing.detail): copies agree in it, look-alikes do not
+    pixel_hash: str  # of the decoded, upright pixels: the same picture saved losslessly in another format
     notes: tuple[str, ...] = ()  # oddities that did not stop the decode (hashing.decode.Decoded.notes)
 
 
@@ -58,6 +61,13 @@ class FileResult:
 
 def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def pixel_hash(image: Image.Image, width: int, height: int) -> str:
+    """The decoded pixels (at the decoding scale) and the full size: equal for a PNG and a BMP of one bitmap."""
+    h = hashlib.blake2b(f"{width}x{height}:{image.mode}:{image.size}".encode(), digest_size=16)
+    h.update(image.tobytes())
+    return h.hexdigest()
 
 
 def laplacian_variance(gray: np.ndarray) -> float:
@@ -93,6 +103,8 @@ def fingerprint_bytes(
         taken_at=d.taken_at,
         exif_fields=d.exif_fields,
         pixels=pixels,
+        detail=detail_image(d.image),
+        pixel_hash=pixel_hash(d.image, d.width, d.height),
         notes=d.notes,
     )
 

@@ -24,3 +24,33 @@ def describe(view: int) -> str:
     rot = (view & 3) * 90
     parts = (["mirror"] if view & 4 else []) + ([f"rot{rot}"] if rot else [])
     return "+".join(parts) or "identity"
+
+
+def _matrix(view: int) -> np.ndarray:
+    """The 2x2 integer map of centred (x, y) pixel coordinates (y down) that dihedral(., view) applies."""
+    ys, xs = np.mgrid[-1:2, -1:2]
+    src_x, src_y = dihedral(xs, view), dihedral(ys, view)  # at each output position: where it came from
+    # output (1, 0) and (0, 1) came from these source points; the map sends source -> output
+    inv = np.array([[src_x[1, 2], src_x[2, 1]], [src_y[1, 2], src_y[2, 1]]])
+    return np.rint(np.linalg.inv(inv)).astype(int)
+
+
+_MATRICES = {v: _matrix(v) for v in ALL_VIEWS}
+
+
+def compose(first: int, then: int) -> int:
+    """The view equal to applying `first`, then `then`."""
+    m = _MATRICES[then] @ _MATRICES[first]
+    return next(v for v, q in _MATRICES.items() if np.array_equal(q, m))
+
+
+def nearest_view(linear: np.ndarray, tolerance: float = 0.35) -> int:
+    """The dihedral view whose map is closest to a 2x2 linear map (scale removed): what a geometric model says
+    about rotation and mirroring. IDENTITY when the map is no rotation by a multiple of 90 degrees."""
+    scale = np.sqrt(abs(float(np.linalg.det(linear))))
+    if scale < 1e-6:
+        return IDENTITY
+    unit = linear / scale
+    errors = {v: float(np.abs(unit - q).max()) for v, q in _MATRICES.items()}
+    best = min(errors, key=errors.__getitem__)
+    return best if errors[best] <= tolerance else IDENTITY

@@ -12,8 +12,9 @@ import pytest
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.index import EmbeddingIndex, IndexParams
 from dupwatch.daemon.matcher import LocalDetail, Matcher, Probe
-from dupwatch.daemon.records import PairKind
+from dupwatch.daemon.records import Tier
 from dupwatch.hashing.embedding import tiny_embedder
+from dupwatch.hashing.detail import DETAIL_SIZE
 from dupwatch.hashing.geometry import _blur
 
 DIM = 8
@@ -31,31 +32,38 @@ def _vector(cosine: float) -> np.ndarray:
     return v
 
 
-def _scene(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Descriptors one cell wider than the grid, and a smooth luminance image two pixels wider than 28x28."""
+Scene = tuple[np.ndarray, np.ndarray, np.ndarray]
+CELL = DETAIL_SIZE // GRID  # detail-image pixels per grid cell
+
+
+def _scene(seed: int) -> Scene:
+    """Descriptors one cell wider than the grid, a smooth luminance image two pixels wider than 28x28, and a
+    textured detail image one cell wider than DETAIL_SIZE."""
     rng = np.random.default_rng(seed)
     desc = _unit(rng.normal(size=(GRID, GRID + 1, 64)))
     lum = rng.normal(size=(28, 30)).astype(np.float32)
     for _ in range(3):
         lum = _blur(lum)
     lum = 128 + 60 * (lum - lum.mean()) / lum.std()
-    return desc, lum.astype(np.float32)
+    fine = _blur(rng.normal(size=(DETAIL_SIZE, DETAIL_SIZE + CELL)).astype(np.float32))
+    detail = np.clip(128 + 40 * fine / fine.std(), 0, 255).astype(np.uint8)
+    return desc, lum.astype(np.float32), detail
 
 
-def _left(scene: tuple[np.ndarray, np.ndarray]) -> LocalDetail:
-    return scene[0][:, :GRID], scene[1][:, :28]
+def _left(scene: Scene) -> LocalDetail:
+    return LocalDetail(scene[0][:, :GRID], scene[1][:, :28], scene[2][:, :DETAIL_SIZE])
 
 
-def _right(scene: tuple[np.ndarray, np.ndarray], keep: int | None = None, seed: int = 99) -> LocalDetail:
-    """The same scene one cell (two pixels) to the right; with `keep`, only that many cells keep their descriptor
-    (the others are replaced by random ones): weaker geometric evidence for the same map."""
+def _right(scene: Scene, keep: int | None = None, seed: int = 99) -> LocalDetail:
+    """The same scene one cell (two pixels of the structure) to the right; with `keep`, only that many cells keep
+    their descriptor (the others are replaced by random ones): weaker geometric evidence for the same map."""
     desc, lum = scene[0][:, 1:].copy(), scene[1][:, 2:]
     if keep is not None:
         rng = np.random.default_rng(seed)
         replace = rng.permutation(GRID * GRID)[keep:]
         flat = desc.reshape(-1, desc.shape[-1])
         flat[replace] = _unit(rng.normal(size=(len(replace), desc.shape[-1])))
-    return desc, lum
+    return LocalDetail(desc, lum, np.ascontiguousarray(scene[2][:, CELL:]))
 
 
 class Library:
@@ -72,7 +80,9 @@ class Library:
 
 
 def _probe(detail: LocalDetail, ahash: int = 0, chash: int = 0) -> Probe:
-    return Probe((ahash,) * 8, chash, _vector(1.0), local=detail[0], structure=detail[1])
+    return Probe(
+        (ahash,) * 8, chash, _vector(1.0), local=detail.local, structure=detail.structure, detail=detail.detail
+    )
 
 
 @pytest.fixture
@@ -85,7 +95,7 @@ def test_a_similar_embedding_with_agreeing_geometry_is_a_pair(cfg: Config) -> No
     lib = Library(cfg)
     lib.add(7, 0.95, _right(scene))
     [m] = lib.matcher.find(_probe(_left(scene)))
-    assert (m.other, m.kind, m.view) == (7, PairKind.NEAR, 0)
+    assert (m.other, m.tier, m.view) == (7, Tier.COPY, 0)
     assert m.inliers is not None and m.inliers > 150  # 13 x 14 cells overlap
     assert m.cosine == pytest.approx(0.95, abs=1e-3)
 
@@ -101,7 +111,7 @@ def test_the_same_layout_with_other_content_is_not_a_pair(cfg: Config) -> None:
     """The descriptors line up (same layout) but once aligned the luminance does not agree."""
     scene, other = _scene(1), _scene(3)
     lib = Library(cfg)
-    lib.add(7, 0.97, (_right(scene)[0], _right(other)[1]))
+    lib.add(7, 0.97, LocalDetail(_right(scene).local, _right(other).structure, _right(other).detail))
     assert lib.matcher.find(_probe(_left(scene))) == []
 
 

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from dupwatch.daemon.keeper import KeeperPolicy
-from dupwatch.daemon.records import FileRow, FileStatus, PairKind, PairRecord
+from dupwatch.daemon.records import FileRow, FileStatus, PairRecord, Tier
 from dupwatch.daemon.reports import build_report, summary, to_json, write_csv, write_table
 from dupwatch.daemon.store import Store
 
@@ -38,9 +38,9 @@ def store(tmp_path: Path) -> Store:
         small = [_add(s, f"/p/small/{n}.jpg", 1_000, 100) for n in "ab"]
         big = [_add(s, "/p/big/orig.jpg", 5_000_000, 4000), _add(s, "/p/big/copy.jpg", 3_000_000, 2000)]
         ref = _add(s, "/archive/big.jpg", 4_000_000, 3000)
-        s.graph.add_pair(PairRecord(small[0], small[1], PairKind.EXACT, 0, 1.0))
-        s.graph.add_pair(PairRecord(big[0], big[1], PairKind.NEAR, 3, 0.97, view=1, inliers=80))
-        s.graph.add_pair(PairRecord(big[0], ref, PairKind.NEAR, 2, 0.95, inliers=60))
+        s.graph.add_pair(PairRecord(small[0], small[1], Tier.EXACT, 0, 1.0))
+        s.graph.add_pair(PairRecord(big[0], big[1], Tier.COPY, 3, 0.97, view=1, inliers=80))
+        s.graph.add_pair(PairRecord(big[0], ref, Tier.COPY, 2, 0.95, inliers=60))
         s.files.save(FileRow(path="/p/bad.jpg", size=9, mtime_ns=1, status=FileStatus.ERROR, error="truncated"), 1)
         s.graph.regroup([*small, *big, ref])
     return s
@@ -53,7 +53,7 @@ def test_groups_are_sorted_by_reclaimable_space_with_their_keeper(store: Store) 
     assert big.keeper == "/archive/big.jpg" and big.keeper_reason == "in a reference folder"
     assert big.reclaimable == 8_000_000  # the reference file is never counted as removable
     rot = next(p for p in big.pairs if p.view != "identity")
-    assert (rot.view, rot.inliers, rot.kind) == ("rot90", 80, PairKind.NEAR)
+    assert (rot.view, rot.inliers, rot.tier) == ("rot90", 80, Tier.COPY)
     assert small.keeper == "/p/small/a.jpg" and small.keeper_reason == "first by path"
     assert small.reclaimable == 1_000
     assert [(e.path, e.error) for e in rep.errors] == [("/p/bad.jpg", "truncated")]

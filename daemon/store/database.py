@@ -52,6 +52,28 @@ def m003_last_group(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE files ADD COLUMN last_group INTEGER")
 
 
+@_migration
+def m004_tiers(db: sqlite_utils.Database) -> None:
+    """Pairs come in tiers (exact / copy / similar, in the `kind` column) with the detail evidence that decided
+    them; earlier near pairs were confirmed as copies. Files keep a hash of their decoded pixels (a PNG and a BMP of
+    one bitmap are exact duplicates). Similar-shot groups (components over all tiers) live beside the duplicate
+    groups of `members`."""
+    for column in ("overlap", "changed", "scattered"):
+        db.execute(f"ALTER TABLE pairs ADD COLUMN {column} REAL")
+    db.execute("UPDATE pairs SET kind = 'copy' WHERE kind = 'near'")
+    db.execute("ALTER TABLE files ADD COLUMN pixel_hash TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS files_pixel_hash ON files(pixel_hash)")
+    db.execute("CREATE TABLE shots (file_id INTEGER PRIMARY KEY REFERENCES files(id), group_id INTEGER NOT NULL)")
+    db.execute("CREATE INDEX shots_group ON shots(group_id)")
+    db.execute("ALTER TABLE files ADD COLUMN last_shot INTEGER")
+    # every existing pair is a duplicate pair: the shot groups start as the duplicate groups, under the same ids
+    db.execute("INSERT INTO shots (file_id, group_id) SELECT file_id, group_id FROM members")
+    db.execute("UPDATE files SET last_shot = last_group")
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) SELECT 'next_shot_id', value FROM meta WHERE key = 'next_group_id'"
+    )
+
+
 _SCHEMA_1 = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)""",
     """CREATE TABLE IF NOT EXISTS files (

@@ -74,6 +74,15 @@ class Files:
             f"SELECT * FROM files WHERE content_hash = ? AND status IN ({marks}) ORDER BY id", [content_hash, *wanted]
         )
 
+    def by_pixels(self, pixel_hash: str) -> list[int]:
+        """Live files whose decoded pixels are these (whatever their bytes)."""
+        return [
+            int(r[0])
+            for r in self.db.execute(
+                "SELECT id FROM files WHERE pixel_hash = ? AND status = ?", [pixel_hash, str(FileStatus.OK)]
+            )
+        ]
+
     def many(self, ids: Iterable[int]) -> dict[int, FileRecord]:
         ids = list(ids)
         out: dict[int, FileRecord] = {}

@@ -4,11 +4,13 @@ counts. Nothing here writes."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlite_utils
 
-from dupwatch.daemon.records import FileRecord, FileStatus, PairKind, PairRecord
+from dupwatch.daemon.records import FileRecord, FileStatus, PairRecord, Tier
 from dupwatch.daemon.store.files import Files, record_from_row
+from dupwatch.daemon.store.graph import DUPLICATES, Level
 
 
 class ReadModel:
@@ -16,9 +18,9 @@ class ReadModel:
         self.db = db
         self.files = files
 
-    def groups(self) -> list[tuple[int, list[FileRecord]]]:
-        """Every group with its members, by group id."""
-        rows = self.db.execute("SELECT group_id, file_id FROM members ORDER BY group_id, file_id").fetchall()
+    def groups(self, level: Level = DUPLICATES) -> list[tuple[int, list[FileRecord]]]:
+        """Every group of a level (duplicate groups unless told) with its members, by group id."""
+        rows = self.db.execute(f"SELECT group_id, file_id FROM {level.table} ORDER BY group_id, file_id").fetchall()
         recs = self.files.many(fid for _, fid in rows)
         out: dict[int, list[FileRecord]] = {}
         for gid, fid in rows:
@@ -29,11 +31,20 @@ class ReadModel:
         ids = list(file_ids)
         marks = ",".join("?" * len(ids))
         rows = self.db.execute(
-            f"SELECT a, b, kind, hamming, cosine, view, inliers FROM pairs WHERE a IN ({marks}) AND b IN ({marks}) "
-            "ORDER BY a, b",
+            f"SELECT {_PAIR_COLUMNS} FROM pairs WHERE a IN ({marks}) AND b IN ({marks}) ORDER BY a, b",
             ids + ids,
         ).fetchall()
-        return [PairRecord(a, b, PairKind(kind), *rest) for a, b, kind, *rest in rows]
+        return [_pair(row) for row in rows]
+
+    def live_pairs(self) -> list[PairRecord]:
+        """Every pair between two live files (for re-filtering the stored evidence without a rescan)."""
+        rows = self.db.execute(
+            f"SELECT {', '.join('p.' + c for c in _PAIR_COLUMNS.split(', '))} FROM pairs p "
+            "JOIN files fa ON fa.id = p.a AND fa.status = :ok JOIN files fb ON fb.id = p.b AND fb.status = :ok "
+            "ORDER BY p.a, p.b",
+            {"ok": str(FileStatus.OK)},
+        ).fetchall()
+        return [_pair(row) for row in rows]
 
     def errors(self) -> list[FileRecord]:
         return [
@@ -54,3 +65,11 @@ class ReadModel:
             "grouped_files": grouped,
             "pairs": pairs,
         }
+
+
+_PAIR_COLUMNS = "a, b, kind, hamming, cosine, view, inliers, overlap, changed, scattered"
+
+
+def _pair(row: tuple[Any, ...]) -> PairRecord:
+    a, b, kind, hamming, cosine, view, inliers, overlap, changed, scattered = row
+    return PairRecord(a, b, Tier(kind), hamming, cosine, view, inliers, overlap, changed, scattered)

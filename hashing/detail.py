@@ -1,0 +1,228 @@
+"""Fine detail: once two images are aligned, do they agree in their details, or only in their layout?
+
+hashing.geometry finds that two images share a layout (many local matches agree on one affine map, the smoothed
+luminance agrees). That holds for a photo and its edited copy, but also for two chat screenshots of one app, two
+filled-in copies of one form, two burst frames in which the subject moved, or a stereo pair. What tells them apart
+is the fine detail: text, edges, texture at a scale the CNN and the 28x28 structure do not see.
+
+Each image keeps a DETAIL_SIZE x DETAIL_SIZE greyscale `detail` image (squashed like the CNN input, so the grid
+model of hashing.geometry applies). The grid model is refined to sub-pixel precision (Gauss-Newton on an affine
+map with a gain, robust to an overlay), both images are band-passed (what survives a re-encode, a resize or a mild
+blur, and what a different word changes), and compared block by block. The result says which blocks disagree:
+- a copy agrees almost everywhere; an overlay (a caption, a logo, a date stamp) makes one or two compact regions
+  disagree;
+- a layout-alike or another capture disagrees in many places, or over a large part of the picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+DETAIL_SIZE = 448
+BLOCK = 8  # pixels of the detail image per compared block
+GRID = 14  # hashing.geometry's grid: the CNN's local map
+_TEXTURE_STD = 2.0  # band-passed grey levels: below this a block is flat on both sides (no evidence)
+_STRONG = 6.0  # band-passed grey levels of a block with strong detail
+_AGREE = 0.15  # correlation of a block's band-passed detail above which it agrees
+_MIN_BLOCKS = 30  # fewer comparable blocks: no verdict
+
+
+def detail_image(image: Image.Image) -> np.ndarray:
+    """The DETAIL_SIZE square greyscale image (uint8) that `compare` works on."""
+    return np.asarray(image.convert("L").resize((DETAIL_SIZE, DETAIL_SIZE), Image.Resampling.BILINEAR), np.uint8)
+
+
+def _gauss(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur, edges repeated."""
+    r = max(1, int(3 * sigma + 0.5))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2).astype(np.float32)
+    k /= k.sum()
+    p = np.pad(a.astype(np.float32), r, mode="edge")
+    rows = np.zeros((p.shape[0], a.shape[1]), np.float32)
+    for i, w in enumerate(k):
+        rows += w * p[:, i : i + a.shape[1]]
+    out = np.zeros(a.shape, np.float32)
+    for i, w in enumerate(k):
+        out += w * rows[i : i + a.shape[0], :]
+    return out
+
+
+def band_pass(a: np.ndarray) -> np.ndarray:
+    """Detail between ~1.5 and ~5 pixels: strokes of text, edges and fine texture, without the layout's larger
+    shapes (which two different screenshots share) or pixel noise."""
+    out: np.ndarray = _gauss(a, 0.8) - _gauss(a, 2.0)
+    return out
+
+
+def _blocks(a: np.ndarray) -> np.ndarray:
+    n = a.shape[0] // BLOCK
+    return a[: n * BLOCK, : n * BLOCK].reshape(n, BLOCK, n, BLOCK).transpose(0, 2, 1, 3).reshape(n, n, -1)
+
+
+def texture(detail: np.ndarray) -> float:
+    """The fraction of blocks with any detail: 0 for a flat colour, a smooth gradient or an empty canvas."""
+    std = _blocks(band_pass(detail)).std(axis=2)
+    return float((std > _TEXTURE_STD).mean())
+
+
+def grid_to_pixels(model: np.ndarray, size: int = DETAIL_SIZE) -> np.ndarray:
+    """hashing.geometry's 3x2 grid-cell model as a 2x3 pixel map (a's pixel -> b's pixel) at `size`."""
+    cell = size / GRID
+    lin = model[:2, :].T
+    off = cell * (model[2, :] - 0.5 * (model[0, :] + model[1, :])) + cell / 2
+    return np.hstack([lin, off[:, None]]).astype(np.float64)
+
+
+def _warp(b: np.ndarray, p: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """b sampled on a's pixel grid through the pixel map p, and where that sampling fell inside b (outside, and
+    next to the edge, the sample is NaN)."""
+    coeffs = tuple(float(c) for c in p.ravel())
+    im = Image.fromarray(b.astype(np.float32, copy=False), mode="F")
+    out = im.transform(size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=float("nan"))
+    warped = np.asarray(out, np.float32)
+    inside = ~np.isnan(warped)
+    return np.where(inside, warped, 0.0).astype(np.float32), inside
+
+
+def _resize(a: np.ndarray, scale: float) -> np.ndarray:
+    h, w = max(8, int(a.shape[0] * scale)), max(8, int(a.shape[1] * scale))
+    return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR))
+
+
+def refine(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """The pixel map p (a -> b) refined by Gauss-Newton on smoothed images, coarse to fine, with a gain and offset
+    (exposure edits) and residuals beyond a few typical deviations down-weighted (an overlay must not pull the
+    alignment)."""
+    p = p.astype(np.float64).copy()
+    for scale, iterations in ((0.25, 30), (0.5, 15), (1.0, 4)):
+        sa, sb = _gauss(_resize(a, scale), 1.5), _gauss(_resize(b, scale), 1.5)
+        h, w = sa.shape
+        ps = p.copy()
+        ps[:, 2] *= scale
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+        for _ in range(iterations):
+            wb, inside = _warp(sb, ps, (w, h))
+            if inside.sum() < 64:
+                break
+            gy, gx = np.gradient(wb)
+            ea, eb = sa[inside], wb[inside]
+            gain = (ea.std() + 1e-6) / (eb.std() + 1e-6)
+            e = (ea - ea.mean()) - gain * (eb - eb.mean())
+            spread = 1.4826 * float(np.mean(np.abs(e))) + 1e-3  # ~ a robust deviation, without a median's sort
+            weight = np.minimum(1.0, 3.0 * spread / (np.abs(e) + 1e-6))
+            try:
+                to_b = np.linalg.inv(ps[:, :2])  # image gradients in b's frame from those in a's
+            except np.linalg.LinAlgError:
+                break
+            gxa, gya = gain * gx[inside], gain * gy[inside]
+            gbx, gby = gxa * to_b[0, 0] + gya * to_b[1, 0], gxa * to_b[0, 1] + gya * to_b[1, 1]
+            x, y = xs[inside], ys[inside]
+            jac = np.empty((len(e), 6), np.float32)
+            jac[:, 0], jac[:, 1], jac[:, 2] = gbx * x, gbx * y, gbx
+            jac[:, 3], jac[:, 4], jac[:, 5] = gby * x, gby * y, gby
+            jw = jac * weight[:, None]
+            step = np.linalg.solve((jw.T @ jac).astype(np.float64) + 1e-3 * np.eye(6), (jw.T @ e).astype(np.float64))
+            ps += step.reshape(2, 3)
+            if np.abs(step[[0, 1, 3, 4]]).max() * w + np.abs(step[[2, 5]]).max() < 0.05:
+                break
+        p = ps.copy()
+        p[:, 2] /= scale
+    return p
+
+
+@dataclass(frozen=True)
+class DetailMatch:
+    """How two aligned images compare in their fine detail."""
+
+    compared: int  # blocks with detail on either side, inside both images
+    changed: float  # fraction of those that disagree
+    scattered: float  # fraction that disagree outside the two largest connected regions of disagreement
+
+    def same_details(self, max_changed: float, max_scattered: float) -> bool:
+        """A copy: few blocks disagree, and those that do lie in one or two compact regions (an overlay)."""
+        return self.compared >= _MIN_BLOCKS and self.changed <= max_changed and self.scattered <= max_scattered
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per block (last axis: the block's pixels): Pearson correlation."""
+    x = x - x.mean(axis=-1, keepdims=True)
+    y = y - y.mean(axis=-1, keepdims=True)
+    out: np.ndarray = (x * y).sum(axis=-1) / np.sqrt((x * x).sum(axis=-1) * (y * y).sum(axis=-1) + 1e-6)
+    return out
+
+
+def _changes(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> DetailMatch:
+    wb, inside = _warp(b, p, (a.shape[1], a.shape[0]))
+    fa, fb = band_pass(a), band_pass(wb)
+    ba, bb = _blocks(fa), _blocks(fb)
+    ok = _blocks(inside.astype(np.float32)).mean(axis=2) >= 0.9  # (NaN-free: outside samples were zeroed)
+    sa, sb = ba.std(axis=2), bb.std(axis=2)
+    compared = ok & (np.maximum(sa, sb) > _TEXTURE_STD)
+    n = int(compared.sum())
+    if n == 0:
+        return DetailMatch(0, 1.0, 1.0)
+    bad = compared & (_correlation(ba, bb) < _AGREE)
+    # Each direction of change on its own: other words on the same text line share the line's horizontal bands
+    # (which agree) but not the strokes across it (which do not). A contradiction is strong detail on both sides
+    # that disagrees, not detail weakened by an edit (a recolour, a blur).
+    contradicts = bad & (np.minimum(sa, sb) > _STRONG)
+    for axis in (0, 1):
+        da, db = _blocks(np.gradient(fa, axis=axis)), _blocks(np.gradient(fb, axis=axis))
+        strong = np.minimum(da.std(axis=2), db.std(axis=2)) > _STRONG / 2
+        contradicts |= compared & strong & (_correlation(da, db) < _AGREE)
+    bad |= contradicts
+    sizes = sorted(_component_sizes(contradicts), reverse=True)
+    return DetailMatch(n, float(bad.sum()) / n, float(sum(sizes[2:])) / n)
+
+
+def _component_sizes(mask: np.ndarray) -> list[int]:
+    """Sizes of the 8-connected regions of a boolean block map."""
+    seen = np.zeros_like(mask, dtype=bool)
+    h, w = mask.shape
+    sizes = []
+    for y0, x0 in zip(*np.nonzero(mask), strict=True):
+        if seen[y0, x0]:
+            continue
+        seen[y0, x0] = True
+        stack, size = [(int(y0), int(x0))], 0
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        stack.append((ny, nx))
+        sizes.append(size)
+    return sizes
+
+
+def compare(a: np.ndarray, b: np.ndarray, model: np.ndarray) -> DetailMatch:
+    """Compare detail images a and b (DETAIL_SIZE square) aligned by hashing.geometry's grid `model` (a -> b).
+    The refinement can lose its way (a big overlay, a repeated pattern): the better of the refined and the
+    unrefined alignment counts."""
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    p0 = grid_to_pixels(model, a.shape[0])
+    fine = _changes(a32, b32, refine(a32, b32, p0))
+    if fine.changed <= 0.05:
+        return fine
+    coarse = _changes(a32, b32, p0)
+    return min(coarse, fine, key=lambda m: (m.changed, -m.compared))
+
+
+def overlap(model: np.ndarray) -> float:
+    """The smaller of the two shares of each image that the other covers, under the grid model: 1 for a resize,
+    ~0.6 for a 25 % crop, small for two crops that share a corner of one photo."""
+    size = 4 * GRID
+    corners = np.array([[0, 0], [GRID, 0], [GRID, GRID], [0, GRID]], dtype=np.float64) - 0.5
+    mapped = np.hstack([corners, np.ones((4, 1))]) @ model + 0.5
+    im = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(im).polygon([(float(x) * 4, float(y) * 4) for x, y in mapped], fill=255)
+    of_b = float((np.asarray(im) > 127).mean())
+    scale = abs(float(np.linalg.det(model[:2, :2])))
+    of_a = of_b / scale if scale > 1e-6 else 0.0
+    return min(of_b, of_a, 1.0)

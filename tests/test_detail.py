@@ -1,0 +1,94 @@
+"""Fine-detail comparison (hashing.detail) and dihedral view algebra (hashing.views), on real photos and drawn
+screenshots: a copy agrees in its details once aligned, a layout-alike does not, a flat picture has no detail."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from bench.lookalikes import chat_screenshot, form
+from dupwatch.daemon.demo import load_photo, scale_to
+from dupwatch.hashing.detail import compare, detail_image, overlap, texture
+from dupwatch.hashing.views import ALL_VIEWS, compose, dihedral, nearest_view
+
+IDENTITY_MODEL = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # hashing.geometry's grid map: a -> b unchanged
+
+
+def _jpeg(im: Image.Image, quality: int = 70) -> Image.Image:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def _detail(im: Image.Image) -> np.ndarray:
+    im = im.convert("RGB")
+    im.thumbnail((448, 448))
+    return detail_image(im)
+
+
+@pytest.fixture(scope="module")
+def coffee() -> Image.Image:
+    return scale_to(load_photo("coffee"), 900)
+
+
+def test_a_re_encoded_blurred_or_captioned_copy_agrees_in_detail(coffee: Image.Image) -> None:
+    a = _detail(coffee)
+    captioned = coffee.copy()
+    ImageDraw.Draw(captioned).rectangle((0, 520, 900, 600), fill="black")
+    for edited in (_jpeg(coffee, 40), coffee.filter(ImageFilter.GaussianBlur(2)), captioned):
+        found = compare(a, _detail(edited), IDENTITY_MODEL)
+        assert found.same_details(0.22, 0.016), found
+
+
+def test_a_shifted_frame_agrees_once_the_alignment_is_refined(coffee: Image.Image) -> None:
+    """The grid map is only good to a cell (32 px here); the refinement finds the few pixels left over."""
+    shifted = Image.fromarray(np.roll(np.asarray(coffee), (5, 7), axis=(0, 1)))
+    assert compare(_detail(coffee), _detail(shifted), IDENTITY_MODEL).same_details(0.22, 0.016)
+
+
+@pytest.mark.parametrize("draw", [chat_screenshot, form])
+def test_screenshots_of_one_layout_with_other_text_disagree(draw) -> None:  # noqa: ANN001
+    rng = random.Random(5)
+    one, other = draw(rng), draw(rng)
+    found = compare(_detail(one), _detail(other), IDENTITY_MODEL)
+    assert not found.same_details(0.22, 0.016), found
+    again = compare(_detail(one), _detail(_jpeg(scale_to(one, 500))), IDENTITY_MODEL)
+    assert again.same_details(0.22, 0.016), again  # the same screenshot, re-saved small
+
+
+def test_flat_pictures_have_no_texture_and_photos_do(coffee: Image.Image) -> None:
+    for flat in (Image.new("RGB", (640, 480), c) for c in ("black", "white", (200, 30, 30))):
+        assert texture(_detail(flat)) == 0.0
+    dots = Image.new("RGB", (800, 600), "white")
+    ImageDraw.Draw(dots).rectangle((100, 100, 104, 104), fill="black")
+    assert texture(_detail(dots)) < 0.01
+    assert texture(_detail(coffee)) > 0.3
+
+
+def test_overlap_of_a_resize_a_crop_and_far_apart_crops() -> None:
+    assert overlap(IDENTITY_MODEL) == pytest.approx(1.0, abs=0.02)
+    crop = np.array([[1 / 0.75, 0.0], [0.0, 1 / 0.75], [-1.0, -1.0]])  # b shows 75 % of a's sides
+    assert 0.5 < overlap(crop) < 0.6
+    apart = np.array([[1.0, 0.0], [0.0, 1.0], [-11.0, 0.0]])  # b starts where a's last 3 columns are
+    assert overlap(apart) < 0.25
+
+
+def test_views_compose_like_the_arrays_they_transform() -> None:
+    a = np.arange(12).reshape(3, 4)
+    for v in ALL_VIEWS:
+        for w in ALL_VIEWS:
+            assert np.array_equal(dihedral(dihedral(a, v), w), dihedral(a, compose(v, w)))
+
+
+def test_a_rotation_in_a_grid_map_is_read_as_its_view() -> None:
+    """Where the descriptors of view v of an image land in the image itself: the map's linear part."""
+    grid = np.stack(np.meshgrid(np.arange(14.0), np.arange(14.0)), axis=-1)  # (y, x) -> (x, y)
+    for v in ALL_VIEWS:
+        moved = dihedral(grid, v).reshape(-1, 2) - 6.5  # at each position of the view: where it came from
+        here = grid.reshape(-1, 2) - 6.5
+        linear = np.linalg.lstsq(here, moved, rcond=None)[0].T  # view position -> original position
+        assert compose(v, nearest_view(linear)) == 0, v
