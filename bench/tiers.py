@@ -112,7 +112,7 @@ def bench_data_set(workdir: Path) -> dict | None:
     truth = json.loads((BENCH_DATA / "truth.json").read_text())
     root = BENCH_DATA / truth["root"]
     store = scan(root, workdir / "bench-data.db")
-    out = {"set": "../shared/bench-data"}
+    out: dict[str, object] = {"set": "../shared/bench-data"}
     for name, level in (("duplicate groups", DUPLICATES), ("similar-shot groups", SHOTS)):
         groups = [[r.path for r in recs] for _, recs in store.read.groups(level)]
         s = score(truth, relative(groups, root))

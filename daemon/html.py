@@ -59,7 +59,7 @@ def render_html(report: Report, title: str = "dupwatch report") -> str:
     # the page can be swallowed: no '<' may appear literally. JSON allows the escaped form of every character.
     blob = json.dumps({"groups": groups, "errors": [asdict(e) for e in report.errors]}).replace("<", "\\u003c")
     return env.get_template("report.html.j2").render(
-        title=title, summary=summary(report), data=blob, page_size=PAGE_SIZE
+        title=title, summary=summary(report), noun=report.noun, data=blob, page_size=PAGE_SIZE
     )
 
 

@@ -255,6 +255,7 @@ class Matcher:
                 continue
             if checked.agreement is not None and checked.agreement < cfg.verify_agreement:
                 continue
+            tier: Tier | None
             if fid in copied:
                 tier, m = Tier.COPY, Match(fid, Tier.COPY, 0, sim, view, checked.inliers)
             else:

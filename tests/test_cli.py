@@ -35,6 +35,8 @@ def test_report_json_has_the_documented_shape(scanned_db) -> None:
     assert Path(g["members"][0]["path"]).is_absolute()
     assert set(g["pairs"][0]) >= {"a", "b", "kind", "hamming", "cosine"}
     assert g["pairs"][0]["kind"] in ("exact", "near")
+    assert data["tier"] == "copy" and g["tier"] == "copy" and g["label"] == "copies"
+    assert all(p["tier"] in ("exact", "copy") for p in g["pairs"])
     assert {"path", "error"} <= set(data["errors"][0])
     assert all(Path(e["path"]).is_relative_to(root / "bad") for e in data["errors"])
 

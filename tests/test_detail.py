@@ -51,7 +51,7 @@ def test_a_shifted_frame_agrees_once_the_alignment_is_refined(coffee: Image.Imag
 
 
 @pytest.mark.parametrize("draw", [chat_screenshot, form])
-def test_screenshots_of_one_layout_with_other_text_disagree(draw) -> None:  # noqa: ANN001
+def test_screenshots_of_one_layout_with_other_text_disagree(draw) -> None:
     rng = random.Random(5)
     one, other = draw(rng), draw(rng)
     found = compare(_detail(one), _detail(other), IDENTITY_MODEL)

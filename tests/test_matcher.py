@@ -13,8 +13,8 @@ from dupwatch.daemon.config import Config
 from dupwatch.daemon.index import EmbeddingIndex, IndexParams
 from dupwatch.daemon.matcher import LocalDetail, Matcher, Probe
 from dupwatch.daemon.records import Tier
-from dupwatch.hashing.embedding import tiny_embedder
 from dupwatch.hashing.detail import DETAIL_SIZE
+from dupwatch.hashing.embedding import tiny_embedder
 from dupwatch.hashing.geometry import _blur
 
 DIM = 8
