@@ -12,7 +12,13 @@ How dupwatch decides that two files are duplicates
 3. A candidate becomes a pair when the CNN's cosine similarity is high (cosine_threshold, 0.80) and the geometry
    agrees: the CNN's local features line up under one affine map (>= 25 matches) and, once aligned, the two
    pictures agree block by block. Rotated and heavily edited copies (cosine 0.50-0.80) need stronger geometry.
-4. Groups are the connected pairs; their ids stay the same as files come and go.
+4. Each pair gets a tier: exact (same bytes or pixels), copy (the same capture, edited: once aligned the two agree
+   in their fine detail, except perhaps an overlay) or similar (the same scene, another capture: a burst frame
+   where something moved, a stereo pair, overlapping crops, screenshots of one app with other text). Featureless
+   pictures (flat colours, empty canvases) pair only with files of the same pixels.
+5. Duplicate groups are the connected exact and copy pairs (`report`, `resolve`); similar-shot groups join all
+   tiers (`report --tier similar`, `resolve --tier similar`). Ids stay the same as files come and go.
+   `report --min-cosine X` re-decides from the stored evidence without a rescan.
 
 Thresholds live in the config (dupwatch help config); `dupwatch query IMAGE` shows the evidence for one image.""",
     "safety": """\

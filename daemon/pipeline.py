@@ -558,7 +558,8 @@ class Pipeline:
         stats.pairs += len(by_id)
         stats.add_time("database", time.perf_counter() - t)
         if by_id:
-            log.info("%s: duplicate of %d file(s)", r.path, len(by_id))
+            similar = sum(m.tier == Tier.SIMILAR for m in by_id.values())
+            log.info("%s: duplicate of %d file(s), similar to %d", r.path, len(by_id) - similar, similar)
             found.append((r.path, fid, list(by_id.values())))
         return {fid, *by_id}
 

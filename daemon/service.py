@@ -29,6 +29,7 @@ from dupwatch.daemon.files import is_candidate, walk_images
 from dupwatch.daemon.lock import WriterLock
 from dupwatch.daemon.notify import notify, watchdog_period
 from dupwatch.daemon.pipeline import Duplicate, open_pipeline
+from dupwatch.daemon.records import Tier
 from dupwatch.daemon.store import FileIdentity, Store
 from dupwatch.daemon.watcher import Change, ChangeKind, Debouncer, Handler, make_observer
 from dupwatch.hashing.fingerprint import FileResult
@@ -364,12 +365,18 @@ class Service:
     # -- reporting -------------------------------------------------------------------------------------------------
 
     def duplicates_found(self, found: list[Duplicate]) -> None:
+        """A file with an exact or copy match is a duplicate (journaled, the hook runs); one with only similar
+        matches (another shot of a scene) is journaled as `similar`, and no hook runs for it."""
         for d in found:
-            self.status.duplicates += 1
-            event = {"event": "duplicate", "time": time.time(), **asdict(d)}
+            duplicate = any(m.tier != Tier.SIMILAR for m in d.matches)
+            kind = "duplicate" if duplicate else "similar"
+            event = {"event": kind, "time": time.time(), **asdict(d)}
             others = ", ".join(f"{m.path} ({m.tier}, cosine {m.cosine:.3f})" for m in d.matches)
-            log.info("duplicate: %s matches %s", d.path, others)
+            log.info("%s: %s matches %s", kind, d.path, others)
             self._journal(event)
+            if not duplicate:
+                continue
+            self.status.duplicates += 1
             if self.cfg.on_duplicate and self._hooks_live:
                 self._hook_limiter.offer(event, self._run_hook)
 

@@ -69,7 +69,7 @@ def test_other_captures_are_similar_shots_not_duplicates(lookalikes) -> None:
         assert dup.get(a) is None or dup.get(a) != dup.get(b), (a, b)
         assert shots.get(a) is not None and shots.get(a) == shots.get(b), (a, b)
     burst = next((a, b) for a, b in similar if "burst" in a)
-    ids = [store.files.by_path(p).id for p in burst]  # type: ignore[union-attr]
+    ids = [r.id for p in burst if (r := store.files.by_path(p)) is not None]
     [pair] = store.read.pairs_within(ids)
     assert pair.tier == Tier.SIMILAR and pair.changed is not None and pair.changed > 0.1
 
@@ -149,7 +149,7 @@ def _cli(db: Path, *args: str) -> dict:
 
 
 def test_report_tiers_and_min_cosine_from_the_stored_evidence(lookalikes) -> None:
-    root, _, store = lookalikes
+    store = lookalikes[2]
     db = store.path
     gen, pairs = store.meta.gen, store.db.execute("SELECT count(*) FROM pairs").fetchone()[0]
     plain = _cli(db, "report", "--format", "json")

@@ -104,6 +104,31 @@ def test_duplicate_hook_gets_the_event_as_json(watched, cfg, embedder, tmp_path:
     assert event["event"] == "duplicate" and event["matches"][0]["path"].endswith(".jpg")
 
 
+def test_a_similar_shot_is_journaled_as_such_and_runs_no_duplicate_hook(watched, cfg, embedder, tmp_path) -> None:
+    import json
+    import random
+
+    from bench.lookalikes import moved_subject
+    from dupwatch.daemon.demo import jpeg_bytes, load_photo, scale_to
+
+    out = tmp_path / "hook.log"
+    one, two = moved_subject(scale_to(load_photo("grass"), 900), load_photo("chelsea"), random.Random(1))
+    with ServiceThread(_service(cfg, watched, embedder, on_duplicate=f"cat >> '{out}'; echo >> '{out}'")) as st:
+        (watched / "burst_1.jpg").write_bytes(jpeg_bytes(one))
+        time.sleep(0.8)
+        (watched / "burst_2.jpg").write_bytes(jpeg_bytes(two))
+        assert wait_until(lambda: any(e["event"] == "similar" for e in st.service._last_events), 20)
+        time.sleep(1.0)
+        assert not out.exists()  # another shot of the scene is not a duplicate: no hook
+        (watched / "burst_2_copy.jpg").write_bytes(jpeg_bytes(two, 60))
+        assert wait_until(lambda: out.exists() and out.stat().st_size > 0, 20)
+    [event] = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    assert event["event"] == "duplicate" and event["path"].endswith("burst_2_copy.jpg")
+    tiers = {m["path"].rsplit("/", 1)[1]: m["tier"] for m in event["matches"]}
+    assert tiers["burst_2.jpg"] == "copy" and tiers.get("burst_1.jpg", "similar") == "similar"
+    assert st.service.status.duplicates == 1
+
+
 @pytest.mark.slow
 def test_an_event_storm_of_10000_files_is_recorded_in_full(watched, cfg, tmp_path: Path) -> None:
     from dupwatch.hashing.embedding import tiny_embedder

@@ -56,12 +56,14 @@ class ReadModel:
         by_status = dict(self.db.execute("SELECT status, count(*) FROM files GROUP BY status").fetchall())
         groups, grouped = self.db.execute("SELECT count(DISTINCT group_id), count(*) FROM members").fetchone()
         pairs = self.db.execute("SELECT count(*) FROM pairs").fetchone()[0]
+        shots = self.db.execute("SELECT count(DISTINCT group_id) FROM shots").fetchone()[0]
         return {
             "files": by_status.get(str(FileStatus.OK), 0),
             "errors": by_status.get(str(FileStatus.ERROR), 0),
             "deleted": by_status.get(str(FileStatus.DELETED), 0),
             "resolved": by_status.get(str(FileStatus.RESOLVED), 0),
             "groups": groups,
+            "similar_groups": shots,
             "grouped_files": grouped,
             "pairs": pairs,
         }
