@@ -89,6 +89,29 @@ def by_label(pairs: list[list[str]], dup: dict[str, int], shot: dict[str, int]) 
     return out
 
 
+def evidence(store: Store, pairs: list[list[str]]) -> dict[str, dict[str, float | int]]:
+    """Per label, over the labelled pairs that were compared in detail: the range of the two detail measures (how
+    close each kind comes to the copy limits)."""
+    ids = {path: known.id for path, known in store.files.stat_index().items()}
+    stored = {(p.a, p.b): p for p in store.read.live_pairs()}
+    out: dict[str, dict[str, float | int]] = {}
+    for a, b, label in pairs:
+        if a not in ids or b not in ids:
+            continue
+        p = stored.get((min(ids[a], ids[b]), max(ids[a], ids[b])))
+        if p is None or p.changed is None or p.scattered is None:
+            continue
+        row = out.setdefault(
+            label, {"compared": 0, "changed_min": 1.0, "changed_max": 0.0, "scattered_min": 1.0, "scattered_max": 0.0}
+        )
+        row["compared"] += 1
+        row["changed_min"] = min(row["changed_min"], p.changed)
+        row["changed_max"] = max(row["changed_max"], p.changed)
+        row["scattered_min"] = min(row["scattered_min"], p.scattered)
+        row["scattered_max"] = max(row["scattered_max"], p.scattered)
+    return out
+
+
 def lookalike_set(workdir: Path, seed: int, size: int) -> dict:
     from bench.lookalikes import generate
 
@@ -103,6 +126,7 @@ def lookalike_set(workdir: Path, seed: int, size: int) -> dict:
         "duplicate groups": asdict(score_pairs(pairs, dup, "copy")),
         "similar-shot groups": asdict(score_pairs(pairs, shot, "similar")),
         "by label": by_label(pairs, dup, shot),
+        "evidence": evidence(store, pairs),
     }
 
 
@@ -153,6 +177,19 @@ def main(argv: list[str] | None = None) -> None:
                 print(
                     f"| {label} | {row['pairs']} | {row['duplicate group']} | {row['similar-shot group only']} | "
                     f"{row['apart']} |"
+                )
+    for r in results:
+        if "evidence" in r:
+            print(
+                f"\n{r['set']}: detail evidence of the pairs compared (copy limits: changed <= 0.22, scattered"
+                " <= 0.016)"
+            )
+            print("| label | compared | changed min..max | scattered min..max |")
+            print("|---|---|---|---|")
+            for label, e in r["evidence"].items():
+                print(
+                    f"| {label} | {e['compared']} | {e['changed_min']:.3f}..{e['changed_max']:.3f} | "
+                    f"{e['scattered_min']:.4f}..{e['scattered_max']:.4f} |"
                 )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

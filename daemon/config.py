@@ -81,6 +81,7 @@ class Config:
     copy_max_changed: float = 0.22  # at most this share of detail blocks disagree once aligned ...
     copy_max_scattered: float = 0.016  # ... and nearly all of them in one or two compact regions (an overlay)
     min_texture: float = 0.01  # share of blocks with any detail below which an image is featureless
+    turned_views: int = 2  # a pair found similar unturned: how many other views (nearest hash first) to try
     hnsw_k: int = 16
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
@@ -137,6 +138,7 @@ _LIMITS: dict[str, tuple[float | None, float | None]] = {
     "copy_max_changed": (0.0, 1.0),
     "copy_max_scattered": (0.0, 1.0),
     "min_texture": (0.0, 1.0),
+    "turned_views": (0, 7),
     "ahash_radius": (0, 64),
     "chash_radius": (0, 42),
     "max_pixels": (1, None),

@@ -46,6 +46,7 @@ class LocalDetail:
     local: np.ndarray
     structure: np.ndarray
     detail: np.ndarray
+    texture: float  # hashing.detail.texture of the detail image
 
 
 ViewCache = dict[int, tuple[np.ndarray, np.ndarray | None]]  # view -> (embedding, local map) of the probe
@@ -85,9 +86,12 @@ class Probe:
     pixels: np.ndarray | None = None  # CNN input, for the other dihedral views
     structure: np.ndarray | None = None  # smoothed luminance (hashing.geometry.structure) of the upright view
     detail: np.ndarray | None = None  # hashing.detail.detail_image of the upright view
+    texture: float | None = None  # hashing.detail.texture of it (computed here when not given)
 
     def featureless(self, min_texture: float) -> bool:
-        return self.detail is not None and texture(self.detail) < min_texture
+        if self.texture is None and self.detail is not None:
+            self.texture = texture(self.detail)
+        return self.texture is not None and self.texture < min_texture
 
 
 class Matcher:
@@ -217,7 +221,7 @@ class Matcher:
         evidence: a copy covers most of the other image and agrees with it in its details."""
         cfg = self.cfg
         evidence = Match(0, Tier.SIMILAR, 0, 0.0, view, checked.inliers)
-        if texture(checked.theirs.detail) < cfg.min_texture:
+        if checked.theirs.texture < cfg.min_texture:
             return None, evidence
         if checked.model is None or probe.detail is None:
             return Tier.SIMILAR, evidence
@@ -260,6 +264,8 @@ class Matcher:
                 tier, m = Tier.COPY, Match(fid, Tier.COPY, 0, sim, view, checked.inliers)
             else:
                 tier, m = self.tier(probe, view, checked)
+                if tier == Tier.SIMILAR:
+                    tier, m = self._turned(probe, fid, view, need, cache, (tier, m))
             if tier is not None:
                 m.other, m.tier, m.hamming, m.cosine = fid, tier, self._hamming(probe, fid, view), sim
                 matches.append(m)
@@ -267,6 +273,29 @@ class Matcher:
                     copied |= self.copies_of(fid)
         matches.sort(key=lambda m: -m.cosine)
         return matches
+
+    def _turned(
+        self, probe: Probe, fid: int, view: int, need: int, cache: ViewCache, found: tuple[Tier | None, Match]
+    ) -> tuple[Tier | None, Match]:
+        """A round or symmetric picture (a retina, the moon, a plate seen from above) can line up with its turned
+        copy unturned, and then disagree in detail: before settling for `similar`, the views whose hash is nearest
+        to the candidate's are verified too (each view of the probe is embedded once)."""
+        cfg = self.cfg
+        if not cfg.match_rotations or probe.pixels is None or fid not in self.ahash_of:
+            return found
+        theirs = self.ahash_of[fid]
+        others = sorted(
+            (v for v in range(len(probe.ahash_views)) if v != view),
+            key=lambda v: (hamming(probe.ahash_views[v], theirs), v),
+        )
+        for other in others[: cfg.turned_views]:
+            checked = self.verify(probe, fid, other, cache)
+            if checked is None or checked.inliers < need:
+                continue
+            tier, m = self.tier(probe, other, checked)
+            if tier == Tier.COPY:
+                return tier, m
+        return found
 
     def _hamming(self, probe: Probe, fid: int, view: int) -> int:
         return hamming(probe.ahash_views[view], self.ahash_of.get(fid, probe.ahash_views[view]))

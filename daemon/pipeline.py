@@ -166,7 +166,8 @@ class LocalDetails:
             r = self.fingerprint(rec.path)
             if r.fingerprint is not None and r.fingerprint.content_hash == rec.content_hash:
                 local = self.embedder.embed_with_local(r.fingerprint.pixels[None])[1][0]
-                detail = LocalDetail(local, structure(r.fingerprint.pixels), r.fingerprint.detail)
+                fp = r.fingerprint
+                detail = LocalDetail(local, structure(fp.pixels), fp.detail, fp.texture)
         self.remember(file_id, detail)
         return detail
 
@@ -542,7 +543,7 @@ class Pipeline:
         exact.update(i for i in self.store.files.by_pixels(fp.pixel_hash) if i != fid)  # same picture, other format
         self.matcher.add(fid, probe)
         if item.local is not None and probe.structure is not None:
-            self.details.remember(fid, LocalDetail(item.local, probe.structure, fp.detail))
+            self.details.remember(fid, LocalDetail(item.local, probe.structure, fp.detail, fp.texture))
         stats.add_time("index", time.perf_counter() - t)
 
         t = time.perf_counter()
@@ -565,7 +566,7 @@ class Pipeline:
 
     @staticmethod
     def _probe(fp: Fingerprint, embedding: np.ndarray, local: np.ndarray | None) -> Probe:
-        return Probe(fp.ahash_views, fp.chash, embedding, local, fp.pixels, structure(fp.pixels), fp.detail)
+        return Probe(fp.ahash_views, fp.chash, embedding, local, fp.pixels, structure(fp.pixels), fp.detail, fp.texture)
 
     # -- removals ------------------------------------------------------------------------------------------------
 

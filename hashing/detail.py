@@ -5,8 +5,10 @@ luminance agrees). That holds for a photo and its edited copy, but also for two 
 filled-in copies of one form, two burst frames in which the subject moved, or a stereo pair. What tells them apart
 is the fine detail: text, edges, texture at a scale the CNN and the 28x28 structure do not see.
 
-Each image keeps a DETAIL_SIZE x DETAIL_SIZE greyscale `detail` image (squashed like the CNN input, so the grid
-model of hashing.geometry applies). The grid model is refined to sub-pixel precision (Gauss-Newton on an affine
+Each image keeps a square greyscale `detail` image (squashed like the CNN input, so the grid model of
+hashing.geometry applies), DETAIL_SIZE on a side, or less for an image with fewer pixels along its shorter side:
+an upsampled thumbnail has no fine detail to show. Two images are compared at the smaller of their two sides.
+The grid model is refined to sub-pixel precision (Gauss-Newton on an affine
 map with a gain, robust to an overlay), both images are band-passed (what survives a re-encode, a resize or a mild
 blur, and what a different word changes), and compared block by block. The result says which blocks disagree:
 - a copy agrees almost everywhere; an overlay (a caption, a logo, a date stamp) makes one or two compact regions
@@ -22,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 DETAIL_SIZE = 448
+MIN_DETAIL_SIZE = 112
 BLOCK = 8  # pixels of the detail image per compared block
 GRID = 14  # hashing.geometry's grid: the CNN's local map
 _TEXTURE_STD = 2.0  # band-passed grey levels: below this a block is flat on both sides (no evidence)
@@ -30,9 +33,21 @@ _AGREE = 0.15  # correlation of a block's band-passed detail above which it agre
 _MIN_BLOCKS = 30  # fewer comparable blocks: no verdict
 
 
+def detail_side(width: int, height: int) -> int:
+    """The side of an image's detail image: what its shorter side holds, within MIN_DETAIL_SIZE..DETAIL_SIZE."""
+    return max(MIN_DETAIL_SIZE, min(DETAIL_SIZE, min(width, height)) // BLOCK * BLOCK)
+
+
 def detail_image(image: Image.Image) -> np.ndarray:
-    """The DETAIL_SIZE square greyscale image (uint8) that `compare` works on."""
-    return np.asarray(image.convert("L").resize((DETAIL_SIZE, DETAIL_SIZE), Image.Resampling.BILINEAR), np.uint8)
+    """The square greyscale image (uint8) that `compare` works on."""
+    side = detail_side(*image.size)
+    return np.asarray(image.convert("L").resize((side, side), Image.Resampling.BILINEAR), np.uint8)
+
+
+def _at(a: np.ndarray, side: int) -> np.ndarray:
+    if a.shape[0] == side:
+        return a.astype(np.float32)
+    return np.asarray(Image.fromarray(a).resize((side, side), Image.Resampling.BILINEAR), np.float32)
 
 
 def _gauss(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -138,8 +153,9 @@ class DetailMatch:
     """How two aligned images compare in their fine detail."""
 
     compared: int  # blocks with detail on either side, inside both images
-    changed: float  # fraction of those that disagree
-    scattered: float  # fraction that disagree outside the two largest connected regions of disagreement
+    changed: float  # share of the shared area (blocks inside both images) whose detail disagrees
+    scattered: float  # share of the compared blocks that contradict (strong detail on both sides that disagrees)
+    # outside the two largest connected regions of contradiction
 
     def same_details(self, max_changed: float, max_scattered: float) -> bool:
         """A copy: few blocks disagree, and those that do lie in one or two compact regions (an overlay)."""
@@ -154,9 +170,10 @@ def _correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def _changes(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> DetailMatch:
-    wb, inside = _warp(b, p, (a.shape[1], a.shape[0]))
-    fa, fb = band_pass(a), band_pass(wb)
+def _changes(fa: np.ndarray, b: np.ndarray, p: np.ndarray) -> DetailMatch:
+    """Block verdicts for the band-passed image fa against b warped onto it by the pixel map p."""
+    wb, inside = _warp(b, p, (fa.shape[1], fa.shape[0]))
+    fb = band_pass(wb)
     ba, bb = _blocks(fa), _blocks(fb)
     ok = _blocks(inside.astype(np.float32)).mean(axis=2) >= 0.9  # (NaN-free: outside samples were zeroed)
     sa, sb = ba.std(axis=2), bb.std(axis=2)
@@ -175,7 +192,9 @@ def _changes(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> DetailMatch:
         contradicts |= compared & strong & (_correlation(da, db) < _AGREE)
     bad |= contradicts
     sizes = sorted(_component_sizes(contradicts), reverse=True)
-    return DetailMatch(n, float(bad.sum()) / n, float(sum(sizes[2:])) / n)
+    # the changed share is of the area, not of the detailed blocks: a caption bar over a photo with a plain sky
+    # changes as much of the picture as over a busy one
+    return DetailMatch(n, float(bad.sum()) / max(int(ok.sum()), 1), float(sum(sizes[2:])) / n)
 
 
 def _component_sizes(mask: np.ndarray) -> list[int]:
@@ -202,15 +221,17 @@ def _component_sizes(mask: np.ndarray) -> list[int]:
 
 
 def compare(a: np.ndarray, b: np.ndarray, model: np.ndarray) -> DetailMatch:
-    """Compare detail images a and b (DETAIL_SIZE square) aligned by hashing.geometry's grid `model` (a -> b).
-    The refinement can lose its way (a big overlay, a repeated pattern): the better of the refined and the
+    """Compare detail images a and b aligned by hashing.geometry's grid `model` (a -> b), at the smaller of their
+    sides. The refinement can lose its way (a big overlay, a repeated pattern): the better of the refined and the
     unrefined alignment counts."""
-    a32, b32 = a.astype(np.float32), b.astype(np.float32)
-    p0 = grid_to_pixels(model, a.shape[0])
-    fine = _changes(a32, b32, refine(a32, b32, p0))
+    side = min(a.shape[0], b.shape[0])
+    a32, b32 = _at(a, side), _at(b, side)
+    p0 = grid_to_pixels(model, side)
+    fa = band_pass(a32)
+    fine = _changes(fa, b32, refine(a32, b32, p0))
     if fine.changed <= 0.05:
         return fine
-    coarse = _changes(a32, b32, p0)
+    coarse = _changes(fa, b32, p0)
     return min(coarse, fine, key=lambda m: (m.changed, -m.compared))
 
 

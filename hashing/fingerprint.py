@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dupwatch.hashing.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Decoded, decode
-from dupwatch.hashing.detail import detail_image
+from dupwatch.hashing.detail import detail_image, texture
 from dupwatch.hashing.errors import DecodeError
 from dupwatch.hashing.perceptual import average_hash_views, colour_hash
 from dupwatch.hashing.raw import decode_raw, is_raw
@@ -44,6 +44,7 @@ class Fingerprint:
     pixels: np.ndarray  # INPUT_SIZE x INPUT_SIZE x 3 uint8, the CNN's input
     detail: np.ndarray  # DETAIL_SIZE square greyscale uint8 (hashing.detail): copies agree in it, look-alikes do not
     pixel_hash: str  # of the decoded, upright pixels: the same picture saved losslessly in another format
+    texture: float  # share of detail blocks with any detail (hashing.detail.texture): 0 for a flat picture
     notes: tuple[str, ...] = ()  # oddities that did not stop the decode (hashing.decode.Decoded.notes)
 
 
@@ -87,6 +88,7 @@ def fingerprint_bytes(
         d = decode(data, max_side=max_side, max_pixels=max_pixels)
     pixels = np.asarray(d.image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
     views = average_hash_views(d.image)
+    detail = detail_image(d.image)
     return Fingerprint(
         content_hash=content_hash(data),
         size=len(data),
@@ -103,7 +105,8 @@ def fingerprint_bytes(
         taken_at=d.taken_at,
         exif_fields=d.exif_fields,
         pixels=pixels,
-        detail=detail_image(d.image),
+        detail=detail,
+        texture=texture(detail),
         pixel_hash=pixel_hash(d.image, d.width, d.height),
         notes=d.notes,
     )

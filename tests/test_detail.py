@@ -44,6 +44,15 @@ def test_a_re_encoded_blurred_or_captioned_copy_agrees_in_detail(coffee: Image.I
         assert found.same_details(0.22, 0.016), found
 
 
+def test_a_thumbnail_has_detail_and_is_a_copy_of_its_photo(coffee: Image.Image) -> None:
+    """An upsampled thumbnail would look blurred (and a tiny one flat): it is compared at its own resolution."""
+    for side in (150, 64):
+        thumb = _detail(scale_to(coffee, side))
+        assert thumb.shape[0] < 448 and texture(thumb) > 0.2
+    found = compare(_detail(coffee), _detail(_jpeg(scale_to(coffee, 150))), IDENTITY_MODEL)
+    assert found.same_details(0.22, 0.016), found
+
+
 def test_a_shifted_frame_agrees_once_the_alignment_is_refined(coffee: Image.Image) -> None:
     """The grid map is only good to a cell (32 px here); the refinement finds the few pixels left over."""
     shifted = Image.fromarray(np.roll(np.asarray(coffee), (5, 7), axis=(0, 1)))

@@ -51,7 +51,7 @@ def _scene(seed: int) -> Scene:
 
 
 def _left(scene: Scene) -> LocalDetail:
-    return LocalDetail(scene[0][:, :GRID], scene[1][:, :28], scene[2][:, :DETAIL_SIZE])
+    return LocalDetail(scene[0][:, :GRID], scene[1][:, :28], scene[2][:, :DETAIL_SIZE], 1.0)
 
 
 def _right(scene: Scene, keep: int | None = None, seed: int = 99) -> LocalDetail:
@@ -63,7 +63,7 @@ def _right(scene: Scene, keep: int | None = None, seed: int = 99) -> LocalDetail
         replace = rng.permutation(GRID * GRID)[keep:]
         flat = desc.reshape(-1, desc.shape[-1])
         flat[replace] = _unit(rng.normal(size=(len(replace), desc.shape[-1])))
-    return LocalDetail(desc, lum, np.ascontiguousarray(scene[2][:, CELL:]))
+    return LocalDetail(desc, lum, np.ascontiguousarray(scene[2][:, CELL:]), 1.0)
 
 
 class Library:
@@ -111,7 +111,7 @@ def test_the_same_layout_with_other_content_is_not_a_pair(cfg: Config) -> None:
     """The descriptors line up (same layout) but once aligned the luminance does not agree."""
     scene, other = _scene(1), _scene(3)
     lib = Library(cfg)
-    lib.add(7, 0.97, LocalDetail(_right(scene).local, _right(other).structure, _right(other).detail))
+    lib.add(7, 0.97, LocalDetail(_right(scene).local, _right(other).structure, _right(other).detail, 1.0))
     assert lib.matcher.find(_probe(_left(scene))) == []
 
 
