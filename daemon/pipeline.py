@@ -220,6 +220,8 @@ class Pipeline:
         self.fingerprinter = fingerprinter
         self._pool: Executor | None = None
         self._dirty = False
+        # files matched again although unchanged: their pairs were recorded before tiers, without detail evidence
+        self._rematch: set[str] = set()
 
     def reconfigure(self, cfg: Config) -> None:
         """A reloaded config: thresholds apply from the next file on."""
@@ -298,18 +300,27 @@ class Pipeline:
         if vanished:
             self.forget(vanished)
             stats.deleted = len(vanished)
-        todo = [p for p in present if self._changed(p, known.get(p))]
+        legacy = self.store.graph.unverified_files() if self.store.meta.get("rematch_legacy") else set()
+        todo = [p for p in present if p in legacy or self._changed(p, known.get(p))]
+        self._rematch = {p for p in todo if p in legacy}
         stats.unchanged = len(present) - len(todo)
         done = 0
         if progress:
             progress(0, len(todo))
+        finished = True
         for n in self.process(todo, stats):
             done += n
             if progress:
                 progress(done, len(todo))
             if stop is not None and stop():
                 log.info("scan stopped after %d of %d files", done, len(todo))
+                finished = False
                 break
+        self._rematch = set()
+        if legacy and finished:
+            with self.store.atomic():
+                self.store.meta.delete("rematch_legacy")
+            log.info("pairs recorded before tiers were verified again: %d files", len(legacy))
         self.save_index()
         stats.seconds["total"] = time.perf_counter() - t0
         return stats
@@ -428,7 +439,8 @@ class Pipeline:
             if fp is None:
                 continue
             rec = item.record
-            if rec is not None and rec.status == FileStatus.OK and rec.content_hash == fp.content_hash:
+            same = rec is not None and rec.status == FileStatus.OK and rec.content_hash == fp.content_hash
+            if same and r.path not in self._rematch:
                 continue  # same bytes, new mtime: nothing to recompute
             known = self.store.files.by_content(fp.content_hash, FileStatus.OK, FileStatus.DELETED)
             # a rename: the same bytes under a path that is gone (its delete event may not have arrived yet)
@@ -505,7 +517,8 @@ class Pipeline:
             stats.add_time("database", time.perf_counter() - t)
             return {fid}
 
-        if old is not None and old.status == FileStatus.OK and old.content_hash == fp.content_hash:
+        same = old is not None and old.status == FileStatus.OK and old.content_hash == fp.content_hash
+        if same and old is not None and r.path not in self._rematch:
             self.store.files.touch(old.id, r.size, r.mtime_ns)
             return set()
 

@@ -75,6 +75,7 @@ def test_near_pairs_of_an_older_database_become_copies_and_its_groups_the_first_
     s = Store(db)
     [pair] = s.read.pairs_within([1, 2])
     assert pair.tier == Tier.COPY
+    assert s.meta.get("rematch_legacy") == "1"  # the next scan verifies them in detail (test_tiers)
     assert s.graph.group_of(1) == 7 and s.graph.group_of(1, SHOTS) == 7
     with s.atomic():
         s.graph.add_pair(PairRecord(2, _file(s, "c", 1), Tier.SIMILAR, 1, 0.9))

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageFilter
 
-from bench.lookalikes import COPIES, generate, moved_subject
+from bench.lookalikes import COPIES, chat_screenshot, generate, moved_subject
 from dupwatch.daemon.cli import main
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.demo import encode, jpeg_bytes, load_photo, scale_to
@@ -110,6 +110,33 @@ def test_a_flat_picture_pairs_only_with_its_exact_and_same_pixel_copies(tmp_path
     [(_, members)] = store.read.groups()
     assert sorted(Path(r.path).name for r in members) == ["black.bmp", "black.png", "copy.png"]
     assert {p.tier for p in store.read.pairs_within([r.id for r in members])} == {Tier.EXACT}
+
+
+def test_pairs_from_before_tiers_are_verified_again_by_the_next_scan(tmp_path: Path, embedder) -> None:
+    """A database migrated from before tiers holds its near pairs as copies without detail evidence (two chat
+    screenshots grouped as duplicates, as users saw): the next scan matches those files again, once."""
+    root = tmp_path / "shots"
+    root.mkdir()
+    rng = __import__("random").Random(3)
+    (root / "chat_1.png").write_bytes(encode(chat_screenshot(rng), "PNG"))
+    (root / "chat_2.png").write_bytes(encode(chat_screenshot(rng), "PNG"))
+    store = _scan(root, tmp_path / "old.db", embedder)
+    ids = [r.id for p in sorted(root.iterdir()) if (r := store.files.by_path(str(p))) is not None]
+    [pair] = store.read.pairs_within(ids)
+    assert pair.tier == Tier.SIMILAR and store.graph.group_of(ids[0]) is None
+    with store.atomic():  # what m004 makes of a pair recorded before tiers
+        store.db.execute("UPDATE pairs SET kind = 'copy', overlap = NULL, changed = NULL, scattered = NULL")
+        store.graph.regroup(ids)
+        store.meta.set("rematch_legacy", "1")
+    assert store.graph.group_of(ids[0]) == store.graph.group_of(ids[1]) is not None
+    with open_pipeline(Config(db=store.path, workers=0), store, embedder) as p:
+        stats = p.scan([root])
+    assert stats.fingerprinted == 2 and store.meta.get("rematch_legacy") is None
+    [pair] = store.read.pairs_within(ids)
+    assert pair.tier == Tier.SIMILAR and pair.changed is not None
+    assert store.graph.group_of(ids[0]) is None and store.graph.group_of(ids[0], SHOTS) is not None
+    with open_pipeline(Config(db=store.path, workers=0), store, embedder) as p:
+        assert p.scan([root]).fingerprinted == 0  # once only
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

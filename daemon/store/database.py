@@ -60,7 +60,10 @@ def m004_tiers(db: sqlite_utils.Database) -> None:
     groups of `members`."""
     for column in ("overlap", "changed", "scattered"):
         db.execute(f"ALTER TABLE pairs ADD COLUMN {column} REAL")
+    legacy = db.execute("SELECT count(*) FROM pairs WHERE kind = 'near'").fetchone()[0]
     db.execute("UPDATE pairs SET kind = 'copy' WHERE kind = 'near'")
+    if legacy:  # the next scan verifies their files again (pipeline.scan), then clears this
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rematch_legacy', '1')")
     db.execute("ALTER TABLE files ADD COLUMN pixel_hash TEXT")
     db.execute("CREATE INDEX IF NOT EXISTS files_pixel_hash ON files(pixel_hash)")
     db.execute("CREATE TABLE shots (file_id INTEGER PRIMARY KEY REFERENCES files(id), group_id INTEGER NOT NULL)")
@@ -207,6 +210,9 @@ class Meta:
 
     def set(self, key: str, value: str | int) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, str(value)])
+
+    def delete(self, key: str) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = ?", [key])
 
     @property
     def gen(self) -> int:

@@ -15,6 +15,7 @@ import sqlite_utils
 from dupwatch.daemon.records import DUPLICATE_TIERS, FileStatus, PairRecord, Tier
 from dupwatch.daemon.store.database import Meta
 from dupwatch.daemon.store.decisions import Decisions, content_key
+from dupwatch.daemon.store.paths import from_db
 
 _OK = str(FileStatus.OK)
 
@@ -95,6 +96,15 @@ class Graph:
             {"f": file_id, "t": tiers},
         )
         return {int(r[0]) for r in rows} - {file_id}
+
+    def unverified_files(self) -> set[str]:
+        """Paths of live files with copy pairs that carry no detail evidence: recorded before tiers existed."""
+        rows = self.db.execute(
+            "SELECT f.path FROM files f WHERE f.status = :ok AND EXISTS (SELECT 1 FROM pairs p WHERE "
+            "(p.a = f.id OR p.b = f.id) AND p.kind = :copy AND p.overlap IS NULL AND p.inliers IS NOT NULL)",
+            {"ok": _OK, "copy": str(Tier.COPY)},
+        )
+        return {from_db(r[0]) for r in rows}
 
     def group_members(self, group_id: int) -> list[int]:
         return [int(r[0]) for r in self.db.execute("SELECT file_id FROM members WHERE group_id = ?", [group_id])]
