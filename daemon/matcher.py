@@ -278,17 +278,21 @@ class Matcher:
         self, probe: Probe, fid: int, view: int, need: int, cache: ViewCache, found: tuple[Tier | None, Match]
     ) -> tuple[Tier | None, Match]:
         """A round or symmetric picture (a retina, the moon, a plate seen from above) can line up with its turned
-        copy unturned, and then disagree in detail: before settling for `similar`, the views whose hash is nearest
-        to the candidate's are verified too (each view of the probe is embedded once)."""
+        copy unturned, and then disagree in detail: before settling for `similar`, the views whose hash is closer to
+        the candidate's than this view's are verified too, nearest first (each view of the probe is embedded once)."""
         cfg = self.cfg
         if not cfg.match_rotations or probe.pixels is None or fid not in self.ahash_of:
             return found
         theirs = self.ahash_of[fid]
-        others = sorted(
-            (v for v in range(len(probe.ahash_views)) if v != view),
-            key=lambda v: (hamming(probe.ahash_views[v], theirs), v),
+        here = hamming(probe.ahash_views[view], theirs)
+        # only views whose hash is closer than this one's: a turned copy matches its true view's hash best, while
+        # another shot of a scene matches no turned view better
+        closer = sorted(
+            (d, v)
+            for v in range(len(probe.ahash_views))
+            if v != view and (d := hamming(probe.ahash_views[v], theirs)) < here
         )
-        for other in others[: cfg.turned_views]:
+        for _, other in closer[: cfg.turned_views]:
             checked = self.verify(probe, fid, other, cache)
             if checked is None or checked.inliers < need:
                 continue
