@@ -282,7 +282,8 @@ def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
 
 def keeper_options(f: F) -> F:
     f = click.option(
-        "--keep-by", help="Keeper criteria in order, e.g. resolution,format,sharpness,exif,size,folder,oldest."
+        "--keep-by",
+        help="Keeper criteria in order, e.g. resolution,format,sharpness,exif,size,folder,oldest (also: exposure, newest).",
     )(f)
     f = click.option(
         "--prefer-folder",

@@ -30,6 +30,7 @@ class KeeperRule(StrEnum):
     RESOLUTION = "resolution"
     FORMAT = "format"
     SHARPNESS = "sharpness"
+    EXPOSURE = "exposure"
     EXIF = "exif"
     SIZE = "size"
     FOLDER = "folder"
@@ -102,8 +103,9 @@ class KeeperPolicy:
 
     def best_shot(self) -> KeeperPolicy:
         """For similar-shot groups (bursts, other takes): the takes are different pictures, so the best picture
-        wins, sharpest first; the configured format and folder preferences only break ties."""
-        first = (KeeperRule.SHARPNESS, KeeperRule.RESOLUTION)
+        wins: the sharpest, then (sharpness within 10 %) the best exposed, then the largest; the configured format
+        and folder preferences only break ties."""
+        first = (KeeperRule.SHARPNESS, KeeperRule.EXPOSURE, KeeperRule.RESOLUTION)
         return dataclasses.replace(self, rules=first + tuple(r for r in self.rules if r not in first))
 
 
@@ -141,6 +143,7 @@ CRITERIA: dict[KeeperRule, Callable[[FileRecord, KeeperPolicy], float]] = {
     KeeperRule.RESOLUTION: lambda r, p: float((r.width or 0) * (r.height or 0)),
     KeeperRule.FORMAT: _format_rank,
     KeeperRule.SHARPNESS: lambda r, p: float(r.sharpness or 0.0),
+    KeeperRule.EXPOSURE: lambda r, p: float(r.exposure if r.exposure is not None else 0.0),
     KeeperRule.EXIF: lambda r, p: float(r.exif_fields or 0),
     KeeperRule.SIZE: lambda r, p: float(r.size or 0),
     KeeperRule.FOLDER: _folder_rank,
@@ -163,6 +166,7 @@ def _better(a: FileRecord, b: FileRecord, policy: KeeperPolicy) -> tuple[bool, s
         va, vb = CRITERIA[rule](a, policy), CRITERIA[rule](b, policy)
         tolerance = {
             KeeperRule.SHARPNESS: _SHARPNESS_TOLERANCE,
+            KeeperRule.EXPOSURE: policy.min_difference,
             KeeperRule.RESOLUTION: policy.min_difference,
             KeeperRule.SIZE: policy.min_difference,
         }.get(rule)

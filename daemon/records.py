@@ -47,6 +47,7 @@ class FileRow:
     ahash: int | None = None  # unsigned 64-bit (the store keeps it signed)
     chash: int | None = None
     sharpness: float | None = None
+    exposure: float | None = None  # hashing.fingerprint.exposure_score
     taken_at: str | None = None
     exif_fields: int | None = None
     embedding: np.ndarray | None = None  # float16 unit vector

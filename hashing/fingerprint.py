@@ -39,6 +39,7 @@ class Fingerprint:
     ahash_views: tuple[int, ...]  # average hash of all eight dihedral views
     chash: int
     sharpness: float  # variance of the Laplacian: picks the crisp frame of a burst
+    exposure: float  # 1 for a well-exposed picture, less the more of it is clipped or the further from mid-grey
     taken_at: str | None
     exif_fields: int
     pixels: np.ndarray  # INPUT_SIZE x INPUT_SIZE x 3 uint8, the CNN's input
@@ -71,6 +72,14 @@ def pixel_hash(image: Image.Image, width: int, height: int) -> str:
     return h.hexdigest()
 
 
+def exposure_score(gray: np.ndarray) -> float:
+    """How well exposed: 1 minus the share of clipped pixels (crushed blacks, blown highlights) minus half the
+    distance of the mean from mid-grey. Between two frames of a burst, the one to keep has the higher score."""
+    g = gray.astype(np.float32)
+    clipped = float(((g <= 3) | (g >= 252)).mean())
+    return round(1.0 - clipped - 0.5 * abs(float(g.mean()) - 118.0) / 255.0, 4)
+
+
 def laplacian_variance(gray: np.ndarray) -> float:
     g = gray.astype(np.float32)
     lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4 * g[1:-1, 1:-1]
@@ -101,7 +110,8 @@ def fingerprint_bytes(
         chash=colour_hash(d.image),
         # on the CNN's 224x224 input: one size and one last resampling for every format, so that a TIFF and its
         # JPEG (decoded at reduced scale) compare fairly
-        sharpness=laplacian_variance(np.asarray(Image.fromarray(pixels).convert("L"))),
+        sharpness=laplacian_variance(gray := np.asarray(Image.fromarray(pixels).convert("L"))),
+        exposure=exposure_score(gray),
         taken_at=d.taken_at,
         exif_fields=d.exif_fields,
         pixels=pixels,

@@ -54,6 +54,27 @@ def test_small_differences_in_resolution_or_size_do_not_decide() -> None:
     assert strict.keeper is a and strict.reason == "best by resolution"
 
 
+def test_the_best_shot_is_the_sharpest_then_the_best_exposed() -> None:
+    blurred = _rec("/b/1.jpg", sharpness=40.0, exposure=0.95)
+    sharp_dark = _rec("/b/2.jpg", sharpness=100.0, exposure=0.55)
+    sharp_good = _rec("/b/3.jpg", w=3000, h=2000, sharpness=95.0, exposure=0.93)
+    d = choose([blurred, sharp_dark, sharp_good], KeeperPolicy().best_shot())
+    assert d.keeper is sharp_good and d.reason == "best by sharpness, exposure"
+    assert choose([blurred, sharp_dark, sharp_good]).keeper is not sharp_good  # duplicates: largest first
+
+
+def test_an_overexposed_frame_scores_lower(photo: Image.Image) -> None:
+    from PIL import ImageEnhance
+
+    def score(im: Image.Image) -> float:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=90)
+        return fingerprint_bytes(buf.getvalue()).exposure
+
+    assert score(ImageEnhance.Brightness(photo).enhance(2.2)) < score(photo) - 0.15
+    assert score(ImageEnhance.Brightness(photo).enhance(0.3)) < score(photo) - 0.15
+
+
 def test_preferred_folders() -> None:
     dcim = _rec("/home/u/Pictures/DCIM/Camera/IMG_1.jpg", sharpness=100.0)
     wa = _rec("/home/u/Pictures/WhatsApp/Media/IMG-1-WA0001.jpg", sharpness=130.0)

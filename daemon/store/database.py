@@ -55,9 +55,9 @@ def m003_last_group(db: sqlite_utils.Database) -> None:
 @_migration
 def m004_tiers(db: sqlite_utils.Database) -> None:
     """Pairs come in tiers (exact / copy / similar, in the `kind` column) with the detail evidence that decided
-    them; earlier near pairs were confirmed as copies. Files keep a hash of their decoded pixels (a PNG and a BMP of
-    one bitmap are exact duplicates). Similar-shot groups (components over all tiers) live beside the duplicate
-    groups of `members`."""
+    them; earlier near pairs become copies, verified again by the next scan. Files keep a hash of their decoded
+    pixels (a PNG and a BMP of one bitmap are exact duplicates) and how well exposed they are (the best shot of a
+    burst). Similar-shot groups (components over all tiers) live beside the duplicate groups of `members`."""
     for column in ("overlap", "changed", "scattered"):
         db.execute(f"ALTER TABLE pairs ADD COLUMN {column} REAL")
     legacy = db.execute("SELECT count(*) FROM pairs WHERE kind = 'near'").fetchone()[0]
@@ -65,6 +65,7 @@ def m004_tiers(db: sqlite_utils.Database) -> None:
     if legacy:  # the next scan verifies their files again (pipeline.scan), then clears this
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rematch_legacy', '1')")
     db.execute("ALTER TABLE files ADD COLUMN pixel_hash TEXT")
+    db.execute("ALTER TABLE files ADD COLUMN exposure REAL")
     db.execute("CREATE INDEX IF NOT EXISTS files_pixel_hash ON files(pixel_hash)")
     db.execute("CREATE TABLE shots (file_id INTEGER PRIMARY KEY REFERENCES files(id), group_id INTEGER NOT NULL)")
     db.execute("CREATE INDEX shots_group ON shots(group_id)")
