@@ -283,7 +283,8 @@ def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
 def keeper_options(f: F) -> F:
     f = click.option(
         "--keep-by",
-        help="Keeper criteria in order, e.g. resolution,format,sharpness,exif,size,oldest (also folder, exposure, newest).",
+        help="Keeper criteria in order, e.g. resolution,format,sharpness,exif,size,oldest "
+        "(also folder, exposure, newest).",
     )(f)
     f = click.option(
         "--prefer-folder",
