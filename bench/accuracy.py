@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.scoring import Score, relative, score
+from dupwatch.daemon.components import components
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.store import Store
@@ -59,24 +60,6 @@ def scan(cfg: Config, root: Path, embedder: Embedder) -> Store:
     with open_pipeline(cfg, store, embedder) as p:
         p.scan([root])
     return store
-
-
-def components(edges: list[tuple[str, str]]) -> list[list[str]]:
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        parent[find(a)] = find(b)
-    groups: dict[str, list[str]] = {}
-    for x in parent:
-        groups.setdefault(find(x), []).append(x)
-    return [g for g in groups.values() if len(g) > 1]
 
 
 def recorded_pairs(store: Store) -> list[tuple[str, str, str, float, int]]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.accuracy import components
+from dupwatch.daemon.components import components
 
 OUT = Path(__file__).resolve().parent / "out"
 PEERS_VENV = OUT / "peers-venv"

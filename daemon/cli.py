@@ -337,14 +337,9 @@ def _build_report(cfg: Config, tier: str = "copy", filters: Filters | None = Non
     return build_report(_store(cfg, readonly=True), policy.best_shot() if similar else policy, similar, filters)
 
 
-tier_option = click.option(
-    "--tier",
-    type=click.Choice(["copy", "similar"]),
-    default="copy",
-    show_default=True,
-    help="copy: duplicate groups (exact copies and edited copies of one capture); similar: similar-shot groups "
-    "(bursts, other takes of one scene), each holding its duplicate groups.",
-)
+def tier_option(what: str) -> Callable[[F], F]:
+    """--tier copy|similar, with what the choice means to the command."""
+    return click.option("--tier", type=click.Choice(["copy", "similar"]), default="copy", show_default=True, help=what)
 
 
 @main.command()
@@ -352,7 +347,10 @@ tier_option = click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of stdout.")
-@tier_option
+@tier_option(
+    "copy: duplicate groups (exact copies and edited copies of one capture); similar: similar-shot groups "
+    "(bursts, other takes of one scene), each holding its duplicate groups."
+)
 @click.option(
     "--min-cosine",
     type=click.FloatRange(0.0, 1.0),
@@ -550,13 +548,9 @@ def demo(obj: Context, folder: Path | None) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing (no --move-to needed).")
 @click.option("--yes", "-y", is_flag=True, help="Act on every group without asking (for scripts).")
-@click.option(
-    "--tier",
-    type=click.Choice(["copy", "similar"]),
-    default="copy",
-    show_default=True,
-    help="copy: duplicate groups only; similar: the similar-shot groups of `report --tier similar` (keeps the best "
-    "shot of each and moves the other takes: say so explicitly).",
+@tier_option(
+    "copy: duplicate groups only; similar: the similar-shot groups of `report --tier similar` (keeps the best "
+    "shot of each and moves the other takes: say so explicitly)."
 )
 @keeper_options
 @pass_obj

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dupwatch.daemon.components import components
 from dupwatch.daemon.files import is_under
 from dupwatch.daemon.keeper import KeeperPolicy, choose
 from dupwatch.daemon.records import DUPLICATE_TIERS, FileRecord, PairRecord, Tier
@@ -137,7 +138,7 @@ def _groups(
         pairs = [p for p in pairs if content_key(recs[p.a].content_hash, recs[p.b].content_hash) not in ignored]
         used: set[int] = set()
         unnamed: list[list[int]] = []
-        for comp in _components(pairs):
+        for comp in sorted(sorted(c) for c in components((p.a, p.b) for p in pairs)):
             stored_id = store.graph.group_of(comp[0], level)
             if stored_id is None or stored_id in used:
                 unnamed.append(comp)
@@ -152,26 +153,6 @@ def _groups(
         for _, found, _, inside in out:
             inside.extend(sorted({g for r in found if (g := store.graph.group_of(r.id)) is not None}))
     return out
-
-
-def _components(pairs: Sequence[PairRecord]) -> list[list[int]]:
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for p in pairs:
-        ra, rb = find(p.a), find(p.b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    comps: dict[int, list[int]] = {}
-    for x in list(parent):
-        comps.setdefault(find(x), []).append(x)
-    return sorted((sorted(c) for c in comps.values()), key=lambda c: c[0])
 
 
 def build_report(

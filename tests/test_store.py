@@ -34,12 +34,18 @@ def test_migrations_are_recorded_and_a_newer_database_is_refused(tmp_path: Path)
         Store(db)
 
 
-def test_a_database_from_before_migrations_opens_and_keeps_its_rows(tmp_path: Path) -> None:
-    """Version 1 databases carry the schema and a meta schema_version, but no migrations table."""
-    db = tmp_path / "old.db"
+def _schema_1(db: Path) -> sqlite3.Connection:
+    """A database as the first dupwatch made it: the schema, no migrations recorded."""
     conn = sqlite3.connect(db)
     for sql in database._SCHEMA_1:
         conn.execute(sql)
+    return conn
+
+
+def test_a_database_from_before_migrations_opens_and_keeps_its_rows(tmp_path: Path) -> None:
+    """Version 1 databases carry the schema and a meta schema_version, but no migrations table."""
+    db = tmp_path / "old.db"
+    conn = _schema_1(db)
     conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
     conn.execute("INSERT INTO files (path, size, mtime_ns, status) VALUES ('/p/a.jpg', 3, 4, 'ok')")
     conn.commit()
@@ -57,9 +63,7 @@ def test_a_database_from_before_migrations_opens_and_keeps_its_rows(tmp_path: Pa
 
 def test_near_pairs_of_an_older_database_become_copies_and_its_groups_the_first_shot_groups(tmp_path: Path) -> None:
     db = tmp_path / "v3.db"
-    conn = sqlite3.connect(db)
-    for sql in database._SCHEMA_1:
-        conn.execute(sql)
+    conn = _schema_1(db)
     conn.execute("ALTER TABLE files ADD COLUMN notes TEXT")
     conn.execute("ALTER TABLE files ADD COLUMN last_group INTEGER")
     for n in (1, 2):
