@@ -94,6 +94,12 @@ class Probe:
         return self.texture is not None and self.texture < min_texture
 
 
+def _true_view(view: int, checked: Verified) -> int:
+    """The probe's view that maps it onto the candidate: the view it was compared in, turned further by whatever
+    rotation or mirror the geometric map holds (a round picture can match its turned copy in the unturned view)."""
+    return view if checked.model is None else compose(view, nearest_view(checked.model[:2, :].T))
+
+
 class Matcher:
     def __init__(
         self,
@@ -225,15 +231,13 @@ class Matcher:
             return None, evidence
         if checked.model is None or probe.detail is None:
             return Tier.SIMILAR, evidence
-        evidence.view = compose(view, nearest_view(checked.model[:2, :].T))
+        evidence.view = _true_view(view, checked)
         evidence.overlap = overlap(checked.model)
         if evidence.overlap < cfg.copy_min_overlap:
             return Tier.SIMILAR, evidence  # they share a minority of the picture: no need to compare its details
         found = compare(dihedral(probe.detail, view), checked.theirs.detail, checked.model)
         evidence.changed, evidence.scattered = found.changed, found.scattered
-        copy = evidence.overlap >= cfg.copy_min_overlap and found.same_details(
-            cfg.copy_max_changed, cfg.copy_max_scattered
-        )
+        copy = found.same_details(cfg.copy_max_changed, cfg.copy_max_scattered)
         return (Tier.COPY if copy else Tier.SIMILAR), evidence
 
     def find(self, probe: Probe, exclude: int | None = None) -> list[Match]:
@@ -261,13 +265,13 @@ class Matcher:
                 continue
             tier: Tier | None
             if fid in copied:
-                tier, m = Tier.COPY, Match(fid, Tier.COPY, 0, sim, view, checked.inliers)
+                tier, m = Tier.COPY, Match(fid, Tier.COPY, 0, sim, _true_view(view, checked), checked.inliers)
             else:
                 tier, m = self.tier(probe, view, checked)
                 if tier == Tier.SIMILAR:
                     tier, m = self._turned(probe, fid, view, need, cache, (tier, m))
             if tier is not None:
-                m.other, m.tier, m.hamming, m.cosine = fid, tier, self._hamming(probe, fid, view), sim
+                m.other, m.tier, m.hamming, m.cosine = fid, tier, self._hamming(probe, fid, m.view), sim
                 matches.append(m)
                 if tier == Tier.COPY and self.copies_of is not None:
                     copied |= self.copies_of(fid)
