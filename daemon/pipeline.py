@@ -550,10 +550,10 @@ class Pipeline:
         t = time.perf_counter()
         # an identical copy only needs its exact pairs: the original carries the near ones
         matches: list[Match] = [] if item.reuse_from is not None else self.matcher.find(probe, exclude=fid)
-        exact = {
-            s.id for s in self.store.files.by_content(fp.content_hash) if s.id != fid and not _same_file(s.path, r.path)
-        }  # a hard link to the same inode takes no extra space: not a duplicate
-        exact.update(i for i in self.store.files.by_pixels(fp.pixel_hash) if i != fid)  # same picture, other format
+        # the same bytes, or the same decoded pixels in another format; a hard link to the same inode takes no
+        # extra space: not a duplicate
+        identical = self.store.files.by_content(fp.content_hash) + self.store.files.by_pixels(fp.pixel_hash)
+        exact = {s.id for s in identical if s.id != fid and not _same_file(s.path, r.path)}
         self.matcher.add(fid, probe)
         if item.local is not None and probe.structure is not None:
             self.details.remember(fid, LocalDetail(item.local, probe.structure, fp.detail, fp.texture))

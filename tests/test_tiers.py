@@ -106,10 +106,14 @@ def test_a_flat_picture_pairs_only_with_its_exact_and_same_pixel_copies(tmp_path
     (root / "black.bmp").write_bytes(encode(black, "BMP"))  # the same pixels, other bytes
     (root / "white.png").write_bytes(encode(Image.new("RGB", (320, 240), "white"), "PNG"))
     (root / "big_black.png").write_bytes(encode(Image.new("RGB", (640, 480), "black"), "PNG"))
+    (root / "bmp_link.bmp").hardlink_to(root / "black.bmp")  # the same inode: no space to win, no pair
     store = _scan(root, tmp_path / "flat.db", embedder)
     [(_, members)] = store.read.groups()
-    assert sorted(Path(r.path).name for r in members) == ["black.bmp", "black.png", "copy.png"]
-    assert {p.tier for p in store.read.pairs_within([r.id for r in members])} == {Tier.EXACT}
+    names = {r.id: Path(r.path).name for r in members}
+    assert sorted(names.values()) == ["black.bmp", "black.png", "bmp_link.bmp", "copy.png"]
+    pairs = store.read.pairs_within(list(names))
+    assert {p.tier for p in pairs} == {Tier.EXACT}
+    assert {"black.bmp", "bmp_link.bmp"} not in [{names[p.a], names[p.b]} for p in pairs]
 
 
 def test_pairs_from_before_tiers_are_verified_again_by_the_next_scan(tmp_path: Path, embedder) -> None:

@@ -74,14 +74,11 @@ class Files:
             f"SELECT * FROM files WHERE content_hash = ? AND status IN ({marks}) ORDER BY id", [content_hash, *wanted]
         )
 
-    def by_pixels(self, pixel_hash: str) -> list[int]:
+    def by_pixels(self, pixel_hash: str) -> list[FileRecord]:
         """Live files whose decoded pixels are these (whatever their bytes)."""
-        return [
-            int(r[0])
-            for r in self.db.execute(
-                "SELECT id FROM files WHERE pixel_hash = ? AND status = ?", [pixel_hash, str(FileStatus.OK)]
-            )
-        ]
+        return self._records(
+            "SELECT * FROM files WHERE pixel_hash = ? AND status = ? ORDER BY id", [pixel_hash, str(FileStatus.OK)]
+        )
 
     def many(self, ids: Iterable[int]) -> dict[int, FileRecord]:
         ids = list(ids)
