@@ -136,19 +136,24 @@ def _groups(
         recs = store.files.many({i for p in pairs for i in (p.a, p.b)})
         ignored = store.decisions.ignored()
         pairs = [p for p in pairs if content_key(recs[p.a].content_hash, recs[p.b].content_hash) not in ignored]
+        comps = sorted(sorted(c) for c in components((p.a, p.b) for p in pairs))
+        where = {f: n for n, comp in enumerate(comps) for f in comp}
+        within: list[list[PairRecord]] = [[] for _ in comps]
+        for p in pairs:
+            within[where[p.a]].append(p)
         used: set[int] = set()
-        unnamed: list[list[int]] = []
-        for comp in sorted(sorted(c) for c in components((p.a, p.b) for p in pairs)):
+        unnamed: list[int] = []
+        for n, comp in enumerate(comps):
             stored_id = store.graph.group_of(comp[0], level)
             if stored_id is None or stored_id in used:
-                unnamed.append(comp)
+                unnamed.append(n)
                 continue
             used.add(stored_id)
-            out.append((stored_id, [recs[i] for i in comp], [p for p in pairs if p.a in set(comp)], []))
+            out.append((stored_id, [recs[i] for i in comp], within[n], []))
         # groups that only these filters make get ids no stored group has ever had (`resolve` does not know them)
         fresh = max(store.meta.get_int(level.counter, 1), max(used, default=0) + 1)
-        for n, comp in enumerate(unnamed):
-            out.append((fresh + n, [recs[i] for i in comp], [p for p in pairs if p.a in set(comp)], []))
+        for k, n in enumerate(unnamed):
+            out.append((fresh + k, [recs[i] for i in comps[n]], within[n], []))
     if similar:
         for _, found, _, inside in out:
             inside.extend(sorted({g for r in found if (g := store.graph.group_of(r.id)) is not None}))
