@@ -279,6 +279,7 @@ def featureless(rng: random.Random) -> list[tuple[str, bytes, bytes]]:
         ("black_white", encode(solid((0, 0, 0)), "PNG"), encode(solid((255, 255, 255)), "PNG")),
         ("red_blue", jpeg_bytes(solid((220, 20, 20))), jpeg_bytes(solid((20, 20, 220)))),
         ("transparent_dots", encode(transparent, "PNG"), encode(dots, "PNG")),
+        ("transparent_tiny_black", encode(transparent, "PNG"), encode(solid((0, 0, 0), (6, 6)), "PNG")),
         ("pixel_line", encode(solid((255, 0, 0), (1, 1)), "PNG"), encode(solid((0, 255, 0), (1, 10000)), "PNG")),
         (
             "grey_gradient",

@@ -8,9 +8,9 @@ is the fine detail: text, edges, texture at a scale the CNN and the 28x28 struct
 Each image keeps a square greyscale `detail` image (squashed like the CNN input, so the grid model of
 hashing.geometry applies), DETAIL_SIZE on a side, or less for an image with fewer pixels along its shorter side:
 an upsampled thumbnail has no fine detail to show. Two images are compared at the smaller of their two sides.
-The grid model is refined to sub-pixel precision (Gauss-Newton on an affine
-map with a gain, robust to an overlay), both images are band-passed (what survives a re-encode, a resize or a mild
-blur, and what a different word changes), and compared block by block. The result says which blocks disagree:
+The grid model is refined to sub-pixel precision (Gauss-Newton on an affine map with a gain, robust to an
+overlay), both images are band-passed (what survives a re-encode, a resize or a mild blur, and what a different
+word changes), and compared block by block. The result says which blocks disagree:
 - a copy agrees almost everywhere; an overlay (a caption, a logo, a date stamp) makes one or two compact regions
   disagree;
 - a layout-alike or another capture disagrees in many places, or over a large part of the picture.
