@@ -397,6 +397,92 @@ def report(
 
 
 @main.command()
+@click.argument("dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--k", "k", type=click.IntRange(1, 10_000), help="Make exactly this many clusters (default: --auto).")
+@click.option("--auto", "auto", is_flag=True, help="Choose the number of clusters (silhouette over 2..--k-max).")
+@click.option("--k-max", type=click.IntRange(2, 1000), default=40, show_default=True, help="Largest k --auto tries.")
+@click.option("--min-size", type=click.IntRange(1), default=1, show_default=True, help="Leave out smaller clusters.")
+@click.option("--bursts", is_flag=True, help="Bursts instead: photos moments apart that look alike.")
+@click.option(
+    "--gap", type=click.FloatRange(0), default=2.0, show_default=True, help="--bursts: seconds between frames."
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--export", "export_to", type=click.Path(file_okay=False, path_type=Path), help="One folder per cluster.")
+@click.option("--copy", "copy_files", is_flag=True, help="--export copies instead of symlinks (originals never move).")
+@keeper_options
+@pass_obj
+def cluster(
+    obj: Context,
+    dirs: tuple[Path, ...],
+    k: int | None,
+    auto: bool,
+    k_max: int,
+    min_size: int,
+    bursts: bool,
+    gap: float,
+    fmt: str,
+    export_to: Path | None,
+    copy_files: bool,
+    keep_by: str | None,
+    reference_dirs: tuple[Path, ...],
+    prefer_folders: tuple[str, ...],
+) -> None:
+    """Sort the photos under DIRS (default: every live photo) into clusters of what they show, from their stored
+    embeddings (nothing is decoded again), each with its best shot; or, with --bursts, into bursts."""
+    from dupwatch.daemon import clustering
+    from dupwatch.daemon.keeper import KeeperPolicy
+
+    if k is not None and auto:
+        raise click.UsageError("--k and --auto exclude each other")
+    cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs, prefer_folders)
+    store = _store(cfg, readonly=True)
+    files = clustering.stored_photos(store, dirs)
+    policy = KeeperPolicy.from_config(cfg)
+    if bursts:
+        found = clustering.bursts(files, gap_s=gap, min_size=max(2, min_size), policy=policy)
+        method, explained = f"bursts: frames at most {gap:g} s apart with CNN cosine >= 0.75", []
+    else:
+        result = clustering.cluster(files, k=k, k_max=k_max, min_size=min_size, policy=policy)
+        found, method, explained = result.clusters, result.method, result.explained
+    if export_to is not None:
+        try:
+            made = clustering.export(found, export_to, copy=copy_files, roots=store.decisions.roots())
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        click.echo(f"{made} {'copies' if copy_files else 'links'} made under {export_to}", err=True)
+    if fmt == "json":
+        out = {
+            "k": len(found),
+            "method": method,
+            "explained_variance": explained,
+            "clusters": [
+                {
+                    "id": c.id,
+                    "size": len(c.members),
+                    "best": c.best.path,
+                    "best_reason": c.best_reason,
+                    "members": [{"path": m.path, "sharpness": m.sharpness, "taken_at": m.taken_at} for m in c.members],
+                }
+                for c in found
+            ],
+        }
+        click.echo(json.dumps(out, indent=1))
+    elif fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(["cluster", "path", "best"])
+        for c in found:
+            for m in c.members:
+                w.writerow([c.id, m.path, int(m is c.best)])
+    else:
+        kind = "bursts" if bursts else "clusters"
+        click.echo(f"{len(found)} {kind} of {len(files)} photos ({method})")
+        for c in found:
+            click.echo(f"{kind[:-1]} {c.id}: {len(c.members)} photos, best {c.best.path} ({c.best_reason})")
+
+
+@main.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="How many look-alikes.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)

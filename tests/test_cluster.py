@@ -1,0 +1,122 @@
+"""`dupwatch cluster` on real photos: bursts of distinct scenes (frames shifted, zoomed, exposed differently, some
+shaken) made from the sample photos, clustered from the stored embeddings with k chosen automatically."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageEnhance, ImageFilter
+from sklearn.metrics import adjusted_rand_score
+
+from dupwatch.daemon import clustering
+from dupwatch.daemon.cli import main
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.demo import add_noise, exif_bytes, jpeg_bytes, load_photo, scale_to
+from dupwatch.daemon.pipeline import open_pipeline
+from dupwatch.daemon.store import Store
+from tests.helpers import tree_digest
+
+SCENES = ("chelsea", "coffee", "rocket", "astronaut", "camera")
+
+
+def _frame(im: Image.Image, rng: random.Random, strength: float) -> Image.Image:
+    """Another frame of a burst: the view shifted and zoomed a little, another exposure, sensor noise."""
+    w, h = im.size
+    zoom = 1 + rng.uniform(0, 0.12) * strength
+    cw, ch = int(w / zoom), int(h / zoom)
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    out = im.crop((x, y, x + cw, y + ch)).resize((w, h), Image.Resampling.BICUBIC)
+    out = ImageEnhance.Brightness(out).enhance(1 + rng.uniform(-0.25, 0.25) * strength)
+    return add_noise(out, rng, 2 + 4 * strength)
+
+
+def _bursts(root: Path, strength: float, seed: int) -> dict[str, tuple[int, bool]]:
+    """Four frames per scene, one hour between scenes and a second between frames; frame 0 of each is the only
+    one not shaken (blurred). Returns path -> (scene, is the sharp frame)."""
+    rng = random.Random(seed)
+    truth = {}
+    for s, name in enumerate(SCENES):
+        src = scale_to(load_photo(name), 640)
+        for f in range(4):
+            frame = _frame(src, rng, strength)
+            if f:
+                frame = frame.filter(ImageFilter.GaussianBlur(1.5 + f))
+            when = f"2024:06:01 {10 + s:02d}:00:{f:02d}"
+            path = root / f"{name}_{f}.jpg"
+            path.write_bytes(jpeg_bytes(frame, 90, exif=exif_bytes(when=when)))
+            truth[str(path)] = (s, f == 0)
+    return truth
+
+
+def _scan(root: Path, db: Path, embedder) -> Store:
+    store = Store(db)
+    with open_pipeline(Config(db=db, workers=2), store, embedder) as p:
+        p.scan([root])
+    return store
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, embedder) -> tuple[Path, dict, Store]:
+    root = tmp_path_factory.mktemp("bursts")
+    truth = _bursts(root, strength=0.5, seed=1)
+    return root, truth, _scan(root, root.parent / "bursts.db", embedder)
+
+
+def test_auto_finds_one_cluster_per_scene_and_its_sharpest_frame(clean) -> None:
+    root, truth, store = clean
+    result = clustering.cluster(clustering.stored_photos(store, [root]))
+    assert result.k == len(SCENES), result.scores
+    labels = [truth[f.path][0] for f in result.files]
+    assert adjusted_rand_score(labels, result.labels.tolist()) == 1.0
+    for c in result.clusters:
+        assert truth[c.best.path][1], (c.best.path, c.best_reason)
+    assert 0 < result.explained[0] < result.explained[-1] <= 1.0
+    again = clustering.cluster(clustering.stored_photos(store, [root]))  # deterministic for one database
+    assert [[m.path for m in c.members] for c in again.clusters] == [
+        [m.path for m in c.members] for c in result.clusters
+    ]
+
+
+def test_auto_on_noisier_bursts(tmp_path: Path, embedder) -> None:
+    root = tmp_path / "noisy"
+    root.mkdir()
+    truth = _bursts(root, strength=1.5, seed=2)
+    store = _scan(root, tmp_path / "noisy.db", embedder)
+    result = clustering.cluster(clustering.stored_photos(store))
+    labels = [truth[f.path][0] for f in result.files]
+    assert adjusted_rand_score(labels, result.labels.tolist()) >= 0.9, (result.k, result.scores)
+
+
+def test_bursts_by_time_and_look(clean) -> None:
+    root, truth, store = clean
+    found = clustering.bursts(clustering.stored_photos(store, [root]))
+    assert len(found) == len(SCENES)
+    for b in found:
+        assert len({truth[m.path][0] for m in b.members}) == 1 and len(b.members) == 4
+        assert truth[b.best.path][1]
+
+
+def test_cli_json_and_export_links_without_touching_the_originals(clean, tmp_path: Path) -> None:
+    root, truth, store = clean
+    before = tree_digest(root)
+    out = tmp_path / "by-cluster"
+    r = CliRunner().invoke(
+        main, ["--db", str(store.path), "cluster", str(root), "--format", "json", "--export", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["k"] == len(SCENES) and "silhouette" in data["method"]
+    sizes = sorted(c["size"] for c in data["clusters"])
+    assert sizes == [4] * len(SCENES)
+    assert all(Path(c["best"]).is_absolute() and truth[c["best"]][1] for c in data["clusters"])
+    links = sorted(out.glob("cluster_*/*"))
+    assert len(links) == len(truth) and all(p.is_symlink() and str(p.resolve()) in truth for p in links)
+    assert tree_digest(root) == before
+    r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", "--export", str(root / "inside")])
+    assert r.exit_code == 2 and "inside a scanned folder" in r.output
+    r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", "--k", "2", "--format", "csv"])
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 1 + len(truth)
