@@ -409,6 +409,8 @@ def report(
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--export", "export_to", type=click.Path(file_okay=False, path_type=Path), help="One folder per cluster.")
 @click.option("--copy", "copy_files", is_flag=True, help="--export copies instead of symlinks (originals never move).")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the cluster page.")
+@click.option("--png", "png_dir", type=click.Path(file_okay=False, path_type=Path), help="Contact sheets + scatter.")
 @keeper_options
 @pass_obj
 def cluster(
@@ -423,6 +425,8 @@ def cluster(
     fmt: str,
     export_to: Path | None,
     copy_files: bool,
+    html_out: Path | None,
+    png_dir: Path | None,
     keep_by: str | None,
     reference_dirs: tuple[Path, ...],
     prefer_folders: tuple[str, ...],
@@ -434,6 +438,8 @@ def cluster(
 
     if k is not None and auto:
         raise click.UsageError("--k and --auto exclude each other")
+    if bursts and (html_out or png_dir):
+        raise click.UsageError("--html and --png show clusters, not --bursts")
     cfg = _keeper_cfg(obj.cfg, keep_by, reference_dirs, prefer_folders)
     store = _store(cfg, readonly=True)
     files = clustering.stored_photos(store, dirs)
@@ -444,6 +450,14 @@ def cluster(
     else:
         result = clustering.cluster(files, k=k, k_max=k_max, min_size=min_size, policy=policy)
         found, method, explained = result.clusters, result.method, result.explained
+        if html_out or png_dir:
+            from dupwatch.daemon.cluster_pages import write_html, write_pngs
+
+            if html_out:
+                write_html(result, html_out)
+                click.echo(f"wrote {html_out}", err=True)
+            if png_dir:
+                click.echo(f"wrote {len(write_pngs(result, png_dir))} PNGs under {png_dir}", err=True)
     if export_to is not None:
         try:
             made = clustering.export(found, export_to, copy=copy_files, roots=store.decisions.roots())

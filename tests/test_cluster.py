@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageEnhance, ImageFilter
@@ -19,6 +22,7 @@ from dupwatch.daemon.demo import add_noise, exif_bytes, jpeg_bytes, load_photo, 
 from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.store import Store
 from tests.helpers import tree_digest
+from tests.test_html import CHROMIUM, FLAGS
 
 SCENES = ("chelsea", "coffee", "rocket", "astronaut", "camera")
 
@@ -120,3 +124,42 @@ def test_cli_json_and_export_links_without_touching_the_originals(clean, tmp_pat
     assert r.exit_code == 2 and "inside a scanned folder" in r.output
     r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", "--k", "2", "--format", "csv"])
     assert r.exit_code == 0 and len(r.stdout.splitlines()) == 1 + len(truth)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_cluster_page_draws_the_3d_map_and_the_thumbnails(clean, tmp_path: Path) -> None:  # noqa: ANN001
+    root, truth, store = clean
+    page = tmp_path / "clusters.html"
+    r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", str(root), "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    text = page.read_text()
+    # nothing fetched from anywhere: no tag loads a remote script, style or image (plotly.js is inlined; the URLs
+    # inside its code are links it could show, not resources)
+    assert not re.search(r"""<(script|link|img|iframe)\b[^>]*\b(src|href)=["']?(https?:)?//""", text)
+    flags = [*FLAGS, "--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--virtual-time-budget=8000"]
+    run = [CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'p1'}", "--dump-dom", page.as_uri()]
+    dom = subprocess.run(run, capture_output=True, text=True, timeout=90).stdout
+    assert 'class="gl-container"' in dom or "<canvas" in dom  # the WebGL scene of the 3-D scatter was set up
+    assert int(re.search(r'data-loaded="(\d+)"', dom).group(1)) == len(truth)  # every thumbnail decoded
+    assert "PC1 (" in dom and "cluster centres" in dom and 'class="bars"' in dom or 'id="sizes"' in dom
+    shot = tmp_path / "shot.png"
+    run = [CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}", "--window-size=1200,900"]
+    subprocess.run([*run, page.as_uri()], capture_output=True, timeout=90)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    scene = pixels[150:800]  # the 3-D scatter: coloured points on plotly's grey-blue scene
+    assert (pixels.max(axis=2) - pixels.min(axis=2) > 60).mean() > 0.001 and scene.std() > 5
+
+
+def test_pngs_are_contact_sheets_and_a_scatter(clean, tmp_path: Path) -> None:  # noqa: ANN001
+    root, _, store = clean
+    out = tmp_path / "png"
+    r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", str(root), "--png", str(out)])
+    assert r.exit_code == 0, r.output
+    sheets = sorted(out.glob("cluster_*.png"))
+    assert len(sheets) == len(SCENES)
+    for sheet in sheets:
+        with Image.open(sheet) as im:
+            assert im.size == (8 * 160, 160)  # four thumbnails: one row of the 8-column grid
+            assert np.asarray(im).std() > 20
+    with Image.open(out / "scatter.png") as im:
+        assert im.size == (800, 600) and im.format == "PNG"
