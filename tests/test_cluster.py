@@ -127,7 +127,7 @@ def test_cli_json_and_export_links_without_touching_the_originals(clean, tmp_pat
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_the_cluster_page_draws_the_3d_map_and_the_thumbnails(clean, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_cluster_page_draws_the_3d_map_and_the_thumbnails(clean, tmp_path: Path) -> None:
     root, truth, store = clean
     page = tmp_path / "clusters.html"
     r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", str(root), "--html", str(page)])
@@ -141,7 +141,7 @@ def test_the_cluster_page_draws_the_3d_map_and_the_thumbnails(clean, tmp_path: P
     dom = subprocess.run(run, capture_output=True, text=True, timeout=90).stdout
     assert 'class="gl-container"' in dom or "<canvas" in dom  # the WebGL scene of the 3-D scatter was set up
     assert int(re.search(r'data-loaded="(\d+)"', dom).group(1)) == len(truth)  # every thumbnail decoded
-    assert "PC1 (" in dom and "cluster centres" in dom and 'class="bars"' in dom or 'id="sizes"' in dom
+    assert ("PC1 (" in dom and "cluster centres" in dom and 'class="bars"' in dom) or 'id="sizes"' in dom
     shot = tmp_path / "shot.png"
     run = [CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}", "--window-size=1200,900"]
     subprocess.run([*run, page.as_uri()], capture_output=True, timeout=90)
@@ -150,7 +150,7 @@ def test_the_cluster_page_draws_the_3d_map_and_the_thumbnails(clean, tmp_path: P
     assert (pixels.max(axis=2) - pixels.min(axis=2) > 60).mean() > 0.001 and scene.std() > 5
 
 
-def test_pngs_are_contact_sheets_and_a_scatter(clean, tmp_path: Path) -> None:  # noqa: ANN001
+def test_pngs_are_contact_sheets_and_a_scatter(clean, tmp_path: Path) -> None:
     root, _, store = clean
     out = tmp_path / "png"
     r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", str(root), "--png", str(out)])
