@@ -408,7 +408,9 @@ def report(
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--export", "export_to", type=click.Path(file_okay=False, path_type=Path), help="One folder per cluster.")
-@click.option("--copy", "copy_files", is_flag=True, help="--export copies instead of symlinks (originals never move).")
+@click.option(
+    "--link/--copy", "link", default=True, show_default=True, help="--export symlinks or copies (originals never move)."
+)
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the cluster page.")
 @click.option("--png", "png_dir", type=click.Path(file_okay=False, path_type=Path), help="Contact sheets + scatter.")
 @keeper_options
@@ -424,7 +426,7 @@ def cluster(
     gap: float,
     fmt: str,
     export_to: Path | None,
-    copy_files: bool,
+    link: bool,
     html_out: Path | None,
     png_dir: Path | None,
     keep_by: str | None,
@@ -435,6 +437,7 @@ def cluster(
     embeddings (nothing is decoded again), each with its best shot; or, with --bursts, into bursts."""
     from dupwatch.daemon import clustering
     from dupwatch.daemon.keeper import KeeperPolicy
+    from dupwatch.daemon.store.graph import SHOTS
 
     if k is not None and auto:
         raise click.UsageError("--k and --auto exclude each other")
@@ -445,7 +448,8 @@ def cluster(
     files = clustering.stored_photos(store, dirs)
     policy = KeeperPolicy.from_config(cfg)
     if bursts:
-        found = clustering.bursts(files, gap_s=gap, min_size=max(2, min_size), policy=policy)
+        shots = {r.id: gid for gid, recs in store.read.groups(SHOTS) for r in recs}
+        found = clustering.bursts(files, gap_s=gap, min_size=max(2, min_size), policy=policy, shots=shots)
         method, explained = f"bursts: frames at most {gap:g} s apart with CNN cosine >= 0.75", []
     else:
         result = clustering.cluster(files, k=k, k_max=k_max, min_size=min_size, policy=policy)
@@ -460,10 +464,10 @@ def cluster(
                 click.echo(f"wrote {len(write_pngs(result, png_dir))} PNGs under {png_dir}", err=True)
     if export_to is not None:
         try:
-            made = clustering.export(found, export_to, copy=copy_files, roots=store.decisions.roots())
+            made = clustering.export(found, export_to, copy=not link, roots=store.decisions.roots())
         except ValueError as e:
             raise click.UsageError(str(e)) from None
-        click.echo(f"{made} {'copies' if copy_files else 'links'} made under {export_to}", err=True)
+        click.echo(f"{made} {'links' if link else 'copies'} made under {export_to}", err=True)
     if fmt == "json":
         out = {
             "k": len(found),

@@ -170,9 +170,12 @@ def bursts(
     min_cosine: float = 0.75,
     min_size: int = 2,
     policy: KeeperPolicy | None = None,
+    shots: dict[int, int] | None = None,
 ) -> list[Cluster]:
     """Photos taken close together (EXIF capture time, else file time: at most `gap_s` seconds after the previous
-    frame) that look alike (CNN cosine with the previous frame >= `min_cosine`), each run with its best shot."""
+    frame) that look alike (CNN cosine with the previous frame >= `min_cosine`, or the same similar-shot group in
+    `shots`, file id -> group), each run with its best shot."""
+    shots = shots or {}
     best_policy = (policy or KeeperPolicy()).best_shot()
     ordered = sorted(files, key=lambda f: (_when(f), f.path))
     runs: list[list[FileRecord]] = []
@@ -181,7 +184,8 @@ def bursts(
             prev = runs[-1][-1]
             close = _when(f) - _when(prev) <= gap_s
             a, b = np.asarray(f.embedding, np.float32), np.asarray(prev.embedding, np.float32)
-            alike = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9)) >= min_cosine
+            same_shot = shots.get(f.id) is not None and shots.get(f.id) == shots.get(prev.id)
+            alike = same_shot or float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9)) >= min_cosine
             if close and alike:
                 runs[-1].append(f)
                 continue

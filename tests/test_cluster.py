@@ -102,6 +102,11 @@ def test_bursts_by_time_and_look(clean) -> None:
     for b in found:
         assert len({truth[m.path][0] for m in b.members}) == 1 and len(b.members) == 4
         assert truth[b.best.path][1]
+    # frames that the matcher put in one similar-shot group are a burst whatever their cosine
+    files = clustering.stored_photos(store, [root])
+    assert clustering.bursts(files, min_cosine=1.01) == []
+    shots = {f.id: truth[f.path][0] for f in files}
+    assert len(clustering.bursts(files, min_cosine=1.01, shots=shots)) == len(SCENES)
 
 
 def test_cli_json_and_export_links_without_touching_the_originals(clean, tmp_path: Path) -> None:
@@ -124,6 +129,14 @@ def test_cli_json_and_export_links_without_touching_the_originals(clean, tmp_pat
     assert r.exit_code == 2 and "inside a scanned folder" in r.output
     r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", "--k", "2", "--format", "csv"])
     assert r.exit_code == 0 and len(r.stdout.splitlines()) == 1 + len(truth)
+    copies = tmp_path / "copies"
+    r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", "--export", str(copies), "--copy"])
+    assert r.exit_code == 0 and "20 copies" in r.output
+    made = sorted(copies.glob("cluster_*/*"))
+    assert len(made) == len(truth) and not any(p.is_symlink() for p in made)
+    assert tree_digest(root) == before
+    r = CliRunner().invoke(main, ["--db", str(store.path), "cluster", "--min-size", "5", "--format", "json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["k"] == 0  # every burst has 4 frames
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
