@@ -605,6 +605,10 @@ def watch(obj: Context, dirs: tuple[Path, ...], polling: bool, on_duplicate: str
     def reload() -> Config:
         return load_config(obj.config_path).with_overrides(on_duplicate=on_duplicate, **overrides)
 
+    from dupwatch.daemon.priority import lower_priority
+
+    for change in lower_priority(cfg.nice, io_idle=cfg.nice > 0):  # before the workers start: they inherit it
+        log.info("priority: %s", change)
     service = Service(cfg, roots, _embedder(cfg), polling=polling, reload_config=reload)
     service.install_signal_handlers()
     try:

@@ -103,6 +103,7 @@ class Config:
     model: str = "efficientnet-lite0"  # or "tinynet": a small random network, for tests and load benchmarks
     workers: int = 2
     worker_memory_mb: int = 1536  # memory one decoding worker may take for an image (0: no limit); larger ones fail
+    nice: int = 10  # `watch` lowers its CPU priority to this nice value and its disk priority to idle (0: neither)
     batch_size: int = 16
     local_cache: int = 512  # recent files whose verification details stay in memory (~250 KB each)
     device: str | None = None  # "cpu", "cuda"; None = CUDA when present
@@ -150,6 +151,7 @@ _LIMITS: dict[str, tuple[float | None, float | None]] = {
     "hnsw_ef_construction": (1, None),
     "hnsw_ef": (1, None),
     "workers": (0, 256),
+    "nice": (0, 19),
     "batch_size": (1, 4096),
     "queue_size": (1, None),
     "settle_seconds": (0.0, 3600.0),

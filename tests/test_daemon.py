@@ -104,6 +104,20 @@ def test_kill_9_mid_batch_then_restart_loses_nothing(env: dict) -> None:
     assert all(m[0].path.replace("-copy", "") == m[1].path.replace("-copy", "") for _, m in groups)
 
 
+def test_watch_runs_at_low_cpu_and_disk_priority(env: dict) -> None:
+    proc = _start(env)
+    try:
+        assert wait_until(lambda: _state(env) == "watching", 60)
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        assert int(stat.rsplit(")", 1)[1].split()[16]) == 10  # field 19: nice
+        if shutil.which("ionice"):
+            out = subprocess.run(["ionice", "-p", str(proc.pid)], capture_output=True, text=True).stdout
+            assert out.strip() == "idle", out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
 def test_sigterm_exits_cleanly_and_saves_the_index(env: dict) -> None:
     for i in range(5):
         (env["photos"] / f"s{i}.png").write_bytes(noise_png(100 + i))
