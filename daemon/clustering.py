@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from dupwatch.daemon.files import is_under
-from dupwatch.daemon.keeper import KeeperPolicy, choose
+from dupwatch.daemon.keeper import KeeperPolicy, capture_time, choose
 from dupwatch.daemon.records import FileRecord, FileStatus
 from dupwatch.daemon.store import Store
 
@@ -155,15 +154,6 @@ def cluster(
     return Clustering(method, len(clusters), clusters, y, files, relabel, explained, scores)
 
 
-def _when(f: FileRecord) -> float:
-    if f.taken_at:
-        try:
-            return datetime.fromisoformat(f.taken_at).timestamp()
-        except ValueError:
-            pass
-    return f.mtime_ns / 1e9
-
-
 def bursts(
     files: list[FileRecord],
     gap_s: float = 2.0,
@@ -177,12 +167,12 @@ def bursts(
     `shots`, file id -> group), each run with its best shot."""
     shots = shots or {}
     best_policy = (policy or KeeperPolicy()).best_shot()
-    ordered = sorted(files, key=lambda f: (_when(f), f.path))
+    ordered = sorted(files, key=lambda f: (capture_time(f), f.path))
     runs: list[list[FileRecord]] = []
     for f in ordered:
         if runs:
             prev = runs[-1][-1]
-            close = _when(f) - _when(prev) <= gap_s
+            close = capture_time(f) - capture_time(prev) <= gap_s
             a, b = np.asarray(f.embedding, np.float32), np.asarray(prev.embedding, np.float32)
             same_shot = shots.get(f.id) is not None and shots.get(f.id) == shots.get(prev.id)
             alike = same_shot or float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9)) >= min_cosine

@@ -109,7 +109,8 @@ class KeeperPolicy:
         return dataclasses.replace(self, rules=first + tuple(r for r in self.rules if r not in first))
 
 
-def _timestamp(r: FileRecord) -> float:
+def capture_time(r: FileRecord) -> float:
+    """When the photo was taken: its EXIF capture time, else its file time (seconds since the epoch)."""
     if r.taken_at:
         try:
             return datetime.fromisoformat(r.taken_at).timestamp()
@@ -147,8 +148,8 @@ CRITERIA: dict[KeeperRule, Callable[[FileRecord, KeeperPolicy], float]] = {
     KeeperRule.EXIF: lambda r, p: float(r.exif_fields or 0),
     KeeperRule.SIZE: lambda r, p: float(r.size or 0),
     KeeperRule.FOLDER: _folder_rank,
-    KeeperRule.OLDEST: lambda r, p: -float(_timestamp(r)),
-    KeeperRule.NEWEST: lambda r, p: float(_timestamp(r)),
+    KeeperRule.OLDEST: lambda r, p: -float(capture_time(r)),
+    KeeperRule.NEWEST: lambda r, p: float(capture_time(r)),
 }
 
 

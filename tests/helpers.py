@@ -12,13 +12,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from dupwatch.daemon.demo import load_photo
 from dupwatch.daemon.service import Service
+from dupwatch.daemon.store import Store
 from dupwatch.hashing.fingerprint import FileResult, fingerprint_file
+
+if TYPE_CHECKING:
+    from dupwatch.hashing.embedding import Embedder
 
 BENCH_DATA = Path(
     os.environ.get("DUPWATCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "bench-data")
@@ -235,3 +240,14 @@ def write_dng(rgb: np.ndarray, path: Path) -> Path:
     writer.options(tags, path="", compress=False)
     writer.convert(mosaic * 16, filename=str(path))
     return path.with_suffix(".dng")
+
+
+def scan_folder(root: Path, db: Path, embedder: Embedder, workers: int = 2) -> Store:
+    """`root` scanned into a new database at `db` with the given embedder; the open store."""
+    from dupwatch.daemon.config import Config
+    from dupwatch.daemon.pipeline import open_pipeline
+
+    store = Store(db)
+    with open_pipeline(Config(db=db, workers=workers), store, embedder) as p:
+        p.scan([root])
+    return store

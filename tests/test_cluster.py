@@ -17,11 +17,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from dupwatch.daemon import clustering
 from dupwatch.daemon.cli import main
-from dupwatch.daemon.config import Config
 from dupwatch.daemon.demo import add_noise, exif_bytes, jpeg_bytes, load_photo, scale_to
-from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.store import Store
-from tests.helpers import tree_digest
+from tests.helpers import scan_folder, tree_digest
 from tests.test_html import CHROMIUM, FLAGS
 
 SCENES = ("chelsea", "coffee", "rocket", "astronaut", "camera")
@@ -57,10 +55,7 @@ def _bursts(root: Path, strength: float, seed: int) -> dict[str, tuple[int, bool
 
 
 def _scan(root: Path, db: Path, embedder) -> Store:
-    store = Store(db)
-    with open_pipeline(Config(db=db, workers=2), store, embedder) as p:
-        p.scan([root])
-    return store
+    return scan_folder(root, db, embedder)
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,12 @@ from dupwatch.daemon.store import Store
 from dupwatch.daemon.store.graph import DUPLICATES, SHOTS
 from dupwatch.hashing.fingerprint import fingerprint_file
 from dupwatch.hashing.views import dihedral
-from tests.helpers import tree_digest
+from tests.helpers import scan_folder, tree_digest
 from tests.test_html import CHROMIUM, FLAGS
 
 
 def _scan(root: Path, db: Path, embedder) -> Store:
-    store = Store(db)
-    with open_pipeline(Config(db=db, workers=2), store, embedder) as p:
-        p.scan([root])
-    return store
+    return scan_folder(root, db, embedder)
 
 
 @pytest.fixture(scope="module")
