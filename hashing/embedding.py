@@ -171,6 +171,7 @@ class TorchEmbedder:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = self.model.to(self.device).eval()
         self._lock = threading.Lock()
+        self.images = 0  # images run through the network so far (benchmarks report CNN passes per photo)
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         return self.embed_with_local(pixels)[0]
@@ -182,6 +183,7 @@ class TorchEmbedder:
         glob: list[np.ndarray] = []
         local: list[np.ndarray] = []
         with self._lock, torch.inference_mode():
+            self.images += len(pixels)
             for start in range(0, len(pixels), self.batch_size):
                 x = to_input(pixels[start : start + self.batch_size]).to(self.device)
                 feats, loc = self.model.features_and_local(x)

@@ -75,6 +75,7 @@ def test_speed_runner(tmp_path: Path) -> None:
 
     figures = run(3, tmp_path / "cam", workers=0)
     assert figures["decode"] > 0 and figures["end_to_end"] > 0
+    assert figures["cnn_passes_per_photo"] >= 1.0  # every new photo is embedded at least once
     assert Image.open(next((tmp_path / "cam").glob("*.jpg"))).size == (4032, 3024)
 
 
