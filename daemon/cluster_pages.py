@@ -4,17 +4,14 @@ URIs, nothing fetched) and PNGs (a contact sheet per cluster, a 2-D scatter of t
 from __future__ import annotations
 
 import html
-import io
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from dupwatch.daemon.clustering import Clustering
-from dupwatch.daemon.html import thumbnail
-from dupwatch.hashing.errors import DecodeError
-from dupwatch.hashing.fingerprint import read_file
+from dupwatch.daemon.html import thumbnail, thumbnail_image
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -76,7 +73,8 @@ def write_html(result: Clustering, out: Path, title: str = "dupwatch clusters") 
 
     coords = result.coords if result.coords.shape[1] >= 3 else np.pad(result.coords, ((0, 0), (0, 3)))[:, :3]
     index = {f.path: n for n, f in enumerate(result.files)}
-    thumbs = [thumbnail(f.path, 160) for f in result.files]
+    shown = {m.path for c in result.clusters for m in c.members}
+    thumbs = [thumbnail(f.path, 160) if f.path in shown else None for f in result.files]
     fig = go.Figure()
     for c in result.clusters:
         rows = [index[m.path] for m in c.members]
@@ -164,13 +162,8 @@ def write_pngs(result: Clustering, folder: Path, side: int = 160, columns: int =
         draw = ImageDraw.Draw(sheet)
         for n, m in enumerate(c.members):
             x, y = (n % columns) * side, (n // columns) * side
-            try:  # read as every other reader does: regular files only, no symlink followed
-                data, _ = read_file(m.path)
-                im = Image.open(io.BytesIO(data))
-                im.draft("RGB", (side, side))
-                tile = (ImageOps.exif_transpose(im) or im).convert("RGB")
-                tile.thumbnail((side - 8, side - 8))
-            except (DecodeError, OSError, ValueError, Image.DecompressionBombError):
+            tile = thumbnail_image(m.path, side - 8)
+            if tile is None:
                 continue
             sheet.paste(tile, (x + (side - tile.width) // 2, y + (side - tile.height) // 2))
             if m is c.best:

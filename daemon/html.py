@@ -26,8 +26,9 @@ THUMB_SIDE = 200
 PAGE_SIZE = 50
 
 
-def thumbnail(path: str, side: int = THUMB_SIDE) -> str | None:
-    """A small upright JPEG as a data URI; None when the file cannot be read now (the page shows a placeholder)."""
+def thumbnail_image(path: str, side: int = THUMB_SIDE) -> Image.Image | None:
+    """A small upright RGB image of the file, read as every reader does (regular files only, no symlink followed);
+    None when it cannot be read now."""
     try:
         data, _ = read_file(path, max_bytes=1 << 30)
         opened = Image.open(io.BytesIO(data))
@@ -35,11 +36,19 @@ def thumbnail(path: str, side: int = THUMB_SIDE) -> str | None:
             opened.draft("RGB", (side, side))
         im = (ImageOps.exif_transpose(opened) or opened).convert("RGB")
         im.thumbnail((side, side))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=75)
     except (DecodeError, OSError, ValueError, Image.DecompressionBombError) as e:
         log.warning("no thumbnail for %s: %s", path, e)
         return None
+    return im
+
+
+def thumbnail(path: str, side: int = THUMB_SIDE) -> str | None:
+    """A small upright JPEG as a data URI; None when the file cannot be read now (the page shows a placeholder)."""
+    im = thumbnail_image(path, side)
+    if im is None:
+        return None
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=75)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
