@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.accuracy import scan as accuracy_scan
 from bench.scoring import relative, score
 from dupwatch.daemon.config import Config
-from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.store import Store
 from dupwatch.daemon.store.graph import DUPLICATES, SHOTS, Level
 from dupwatch.hashing.embedding import default_embedder
@@ -43,12 +43,9 @@ class TierScore:
     positives: int
 
 
-def scan(root: Path, db: Path, cfg: Config | None = None) -> Store:
-    cfg = replace(cfg or Config(), db=db)
-    store = Store(db)
-    with open_pipeline(cfg, store, default_embedder()) as p:
-        p.scan([root])
-    return store
+def scan(root: Path, db: Path) -> Store:
+    """`root` scanned with the default settings into a new database at `db` (bench.accuracy.scan)."""
+    return accuracy_scan(Config(db=db), root, default_embedder())
 
 
 def group_of_path(store: Store, level: Level) -> dict[str, int]:
