@@ -120,11 +120,12 @@ def plan(
     missing = selected - {gid for gid, _ in groups_now}
     if missing:
         raise ActionError(f"no such group: {', '.join(map(str, sorted(missing)))}")
+    chosen = store.decisions.keepers()
     steps: list[Step] = []
     for gid, members in groups_now:
         if selected and gid not in selected:
             continue
-        decision = choose(members, policy)
+        decision = choose(members, policy, chosen)
         try:
             _check_keeper(decision.keeper, roots, quarantines)
             keeper_problem = None

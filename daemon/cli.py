@@ -381,8 +381,9 @@ def report(
         if out is None:
             raise click.UsageError("--format html writes a file: give --out report.html")
         from dupwatch.daemon.html import write_html
+        from dupwatch.daemon.thumbnails import ThumbnailCache
 
-        write_html(rep, out)
+        write_html(rep, out, ThumbnailCache(cfg.thumbs_path))
         click.echo(f"wrote {out}", err=True)
         return
     with contextlib.ExitStack() as stack:
@@ -582,6 +583,26 @@ def status(obj: Context, as_json: bool) -> None:
         click.echo(f"{'':>14}  {when} {e['event']}: {e.get('path', '')}")
 
 
+def serve_options(f: F) -> F:
+    f = click.option("--token", help="Needed by every request (made and printed when a non-local --host has none).")(f)
+    f = click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8765; 0: any free one).")(f)
+    f = click.option("--host", help="Address to listen on (default 127.0.0.1; any other needs a token).")(f)
+    return f
+
+
+def _start_server(cfg: Config, token: str | None, inside_daemon: bool) -> Any:
+    from dupwatch.daemon.web.server import ServeError, make_server
+
+    try:
+        server = make_server(cfg, token, lambda: _embedder(cfg), inside_daemon=inside_daemon)
+    except ServeError as e:
+        _fail(str(e))
+    click.echo(f"dupwatch serve: open {server.url}", err=True)
+    if server.access.token is not None:
+        click.echo("every request needs the token above (the link sets it in a cookie)", err=True)
+    return server
+
+
 @main.command()
 @click.argument("dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--polling", is_flag=True, help="Poll instead of inotify (network filesystems).")
@@ -589,11 +610,24 @@ def status(obj: Context, as_json: bool) -> None:
     "--on-duplicate",
     help="Shell command run for each new duplicate, the event as JSON on stdin (5 per 10 s at most, then a summary).",
 )
+@click.option("--serve", "web", is_flag=True, help="Also serve the web app (dupwatch serve) from this process.")
+@serve_options
 @matching_options
 @pass_obj
-def watch(obj: Context, dirs: tuple[Path, ...], polling: bool, on_duplicate: str | None, **overrides: Any) -> None:
+def watch(
+    obj: Context,
+    dirs: tuple[Path, ...],
+    polling: bool,
+    on_duplicate: str | None,
+    web: bool,
+    host: str | None,
+    port: int | None,
+    token: str | None,
+    **overrides: Any,
+) -> None:
     """Reconcile DIRS with the database, then follow them live: each new or changed photo is checked as soon as it
-    is complete. This is what the systemd service runs. SIGTERM stops it cleanly, SIGHUP reloads the config."""
+    is complete. This is what the systemd service runs. SIGTERM stops it cleanly, SIGHUP reloads the config.
+    --serve also serves the web app, whose changes the daemon follows at once."""
     from dupwatch.daemon.lock import AlreadyRunning
     from dupwatch.daemon.service import Service
 
@@ -611,12 +645,62 @@ def watch(obj: Context, dirs: tuple[Path, ...], polling: bool, on_duplicate: str
         log.info("priority: %s", change)
     service = Service(cfg, roots, _embedder(cfg), polling=polling, reload_config=reload)
     service.install_signal_handlers()
+    server = None
+    if web:
+        if not cfg.db.exists():  # the app reads it from its first request; the service would make it a moment later
+            _store(cfg).close()
+        server = _start_server(cfg.with_overrides(host=host, port=port), token, inside_daemon=True)
+        server.start()
     try:
         sys.exit(service.run())
     except AlreadyRunning as e:
         _fail(str(e))
     except (StoreError, RuntimeError) as e:
         _fail(str(e))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.command()
+@serve_options
+@click.option(
+    "--move-to",
+    "quarantine",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where 'resolve' moves files (default: the quarantine folder beside the database).",
+)
+@pass_obj
+def serve(obj: Context, host: str | None, port: int | None, token: str | None, quarantine: Path | None) -> None:
+    """A local web app over the database: search by image, review the groups side by side, change the keeper,
+    mark "not duplicates", resolve and undo (the same journal and refusals as the CLI). Runs beside `watch`
+    (changes then need `watch --serve`, which serves from inside the daemon). Ctrl-C stops it."""
+    cfg = obj.cfg.with_overrides(host=host, port=port, quarantine=quarantine.resolve() if quarantine else None)
+    _store(cfg, readonly=True).close()  # a clear error when there is no database yet
+    # bring an older database up to this schema (a running daemon did so already)
+    with contextlib.suppress(AlreadyRunning), WriterLock(cfg.lock_path):
+        _store(cfg).close()
+    _start_server(cfg, token, inside_daemon=False).run()
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--tier", type=click.Choice(["copy", "similar"]), default="copy", show_default=True)
+@pass_obj
+def keep(obj: Context, path: Path, tier: str) -> None:
+    """Make PATH the keeper of its group (its similar-shot group with --tier similar), over the keeper rules:
+    `report` and `resolve` keep it. Kept by content, so it survives renames and rescans."""
+    from dupwatch.daemon.keeping import KeepError
+    from dupwatch.daemon.keeping import keep as keep_file
+    from dupwatch.daemon.store.graph import DUPLICATES, SHOTS
+
+    with _writing(obj.cfg) as store:
+        [rec] = _records(store, (path,))
+        try:
+            gid = keep_file(store, rec, SHOTS if tier == "similar" else DUPLICATES)
+        except KeepError as e:
+            _fail(str(e))
+    click.echo(f"group {gid} keeps {rec.path}", err=True)
 
 
 @main.command()

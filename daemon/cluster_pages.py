@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dupwatch.daemon.clustering import Clustering
-from dupwatch.daemon.html import thumbnail, thumbnail_image
+from dupwatch.daemon.html import thumbnail
+from dupwatch.daemon.thumbnails import thumbnail_image
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>

@@ -107,10 +107,23 @@ class Config:
     batch_size: int = 16
     local_cache: int = 512  # recent files whose verification details stay in memory (~250 KB each)
     device: str | None = None  # "cpu", "cuda"; None = CUDA when present
+    # the web app (`dupwatch serve`)
+    host: str = "127.0.0.1"  # any other address needs a token (given, or made and printed at start)
+    port: int = 8765
+    quarantine: Path | None = None  # where its "resolve" moves files (default: the quarantine folder beside the db)
+    max_upload_mb: int = 50  # a larger search upload is refused
 
     @property
     def index_path(self) -> Path:
         return self.db.with_name(self.db.name + ".hnsw")
+
+    @property
+    def thumbs_path(self) -> Path:
+        return self.db.with_name(self.db.name + ".thumbs")
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.quarantine or self.db.with_name("quarantine")
 
     @property
     def lock_path(self) -> Path:
@@ -151,6 +164,8 @@ _LIMITS: dict[str, tuple[float | None, float | None]] = {
     "hnsw_ef_construction": (1, None),
     "hnsw_ef": (1, None),
     "workers": (0, 256),
+    "port": (0, 65535),
+    "max_upload_mb": (1, 100_000),
     "nice": (0, 19),
     "batch_size": (1, 4096),
     "queue_size": (1, None),
@@ -178,7 +193,7 @@ def _check(key: str, value: Any, hint: Any) -> Any:
             span = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise ValueError(f"must be {span}")
         return hint(value)
-    if hint is Path:
+    if hint is Path or hint == Path | None:
         if not isinstance(value, str):
             raise ValueError("expected a path (a string)")
         return Path(value).expanduser()

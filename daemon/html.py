@@ -6,58 +6,37 @@ browser decodes only the thumbnails of the page on screen.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import logging
 from dataclasses import asdict
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from PIL import Image, ImageOps
 
 from dupwatch.daemon.reports import Report, summary
-from dupwatch.hashing.errors import DecodeError
-from dupwatch.hashing.fingerprint import read_file
+from dupwatch.daemon.thumbnails import THUMB_SIDE, ThumbnailCache, data_uri, jpeg_bytes, thumbnail_image
 
-log = logging.getLogger(__name__)
-
-THUMB_SIDE = 200
 PAGE_SIZE = 50
 
 
-def thumbnail_image(path: str, side: int = THUMB_SIDE) -> Image.Image | None:
-    """A small upright RGB image of the file, read as every reader does (regular files only, no symlink followed);
-    None when it cannot be read now."""
-    try:
-        data, _ = read_file(path, max_bytes=1 << 30)
-        opened = Image.open(io.BytesIO(data))
-        if opened.format == "JPEG":
-            opened.draft("RGB", (side, side))
-        im = (ImageOps.exif_transpose(opened) or opened).convert("RGB")
-        im.thumbnail((side, side))
-    except (DecodeError, OSError, ValueError, Image.DecompressionBombError) as e:
-        log.warning("no thumbnail for %s: %s", path, e)
-        return None
-    return im
+def thumbnail(
+    path: str, side: int = THUMB_SIDE, cache: ThumbnailCache | None = None, content_hash: str | None = None
+) -> str | None:
+    """A small upright JPEG as a data URI (through the thumbnail cache beside the database, when given); None when
+    the file cannot be read now (the page shows a placeholder)."""
+    if cache is not None:
+        data = cache.get(path, content_hash, side)
+    else:
+        im = thumbnail_image(path, side)
+        data = None if im is None else jpeg_bytes(im)
+    return None if data is None else data_uri(data)
 
 
-def thumbnail(path: str, side: int = THUMB_SIDE) -> str | None:
-    """A small upright JPEG as a data URI; None when the file cannot be read now (the page shows a placeholder)."""
-    im = thumbnail_image(path, side)
-    if im is None:
-        return None
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=75)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def render_html(report: Report, title: str = "dupwatch report") -> str:
+def render_html(report: Report, title: str = "dupwatch report", cache: ThumbnailCache | None = None) -> str:
     groups = []
     for g in report.groups:
         d = asdict(g)
         for m in d["members"]:
-            m["thumb"] = thumbnail(m["path"])
+            m["thumb"] = thumbnail(m["path"], cache=cache, content_hash=m.get("content_hash"))
             m["keeper"] = m["path"] == g.keeper
             m["protected"] = m["path"] in g.protected
         groups.append(d)
@@ -72,5 +51,5 @@ def render_html(report: Report, title: str = "dupwatch report") -> str:
     )
 
 
-def write_html(report: Report, out: Path) -> None:
-    out.write_text(render_html(report), encoding="utf-8")
+def write_html(report: Report, out: Path, cache: ThumbnailCache | None = None) -> None:
+    out.write_text(render_html(report, cache=cache), encoding="utf-8")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -178,10 +178,24 @@ def _better(a: FileRecord, b: FileRecord, policy: KeeperPolicy) -> tuple[bool, s
     return a.path < b.path, "path"  # deterministic last resort
 
 
-def choose(members: Sequence[FileRecord], policy: KeeperPolicy | None = None) -> Decision:
-    """The keeper of a group by the policy's criteria; reference-folder files are never removed."""
+def choose(
+    members: Sequence[FileRecord], policy: KeeperPolicy | None = None, chosen: Mapping[str, float] | None = None
+) -> Decision:
+    """The keeper of a group: the member whose content the user chose (`chosen`: content hash -> when; the latest
+    wins), else the best by the policy's criteria. Reference-folder files are never removed."""
     policy = policy or KeeperPolicy()
     protected = [m for m in members if any(is_under(m.path, d) for d in policy.reference_dirs)]
+    picked = [m for m in members if chosen and m.content_hash in chosen]
+    if picked:
+        assert chosen is not None
+        latest = max(chosen[m.content_hash or ""] for m in picked)
+        picked = [m for m in picked if chosen[m.content_hash or ""] == latest]  # copies of one content: by rules
+        best = picked[0]
+        for m in picked[1:]:
+            if _better(m, best, policy)[0]:
+                best = m
+        remove = [m for m in members if m is not best and m not in protected]
+        return Decision(best, remove, [p for p in protected if p is not best], "chosen by you")
     pool = protected or list(members)
     best = pool[0]
     for m in pool[1:]:

@@ -222,6 +222,47 @@ class Pipeline:
         self._dirty = False
         # files matched again although unchanged: their pairs were recorded before tiers, without detail evidence
         self._rematch: set[str] = set()
+        # the store's generation the matcher is in step with, and the generations this pipeline wrote itself
+        self._seen_gen = store.gen
+        self._own_gens: set[int] = set()
+
+    def _next_gen(self) -> int:
+        gen = self.store.next_gen()
+        self._own_gens.add(gen)
+        return gen
+
+    def catch_up(self) -> int:
+        """Follow what another writer in this process did to the store (the web app's resolve and undo inside
+        `watch --serve`): files that left the live set leave the matcher, files that came back (or changed) are
+        put in again. Returns how many files were touched; 0, at the cost of one read, when nobody else wrote."""
+        gen = self.store.gen
+        since = self._seen_gen
+        if gen == since:
+            return 0
+        foreign = any(g not in self._own_gens for g in range(since + 1, gen + 1))
+        self._own_gens = {g for g in self._own_gens if g > gen}
+        self._seen_gen = gen
+        if not foreign:
+            return 0
+        touched = 0
+        for fid in self.store.files.not_live_since(since):
+            self.matcher.remove(fid)
+            touched += 1
+        for ids, vecs in self.store.files.live_embeddings(since_gen=since):
+            recs = self.store.files.many(ids.tolist())
+            for fid in ids.tolist():
+                self.matcher.remove(fid)
+            self.index.add(ids, vecs)
+            for fid, rec in recs.items():
+                if rec.ahash is not None and rec.chash is not None:
+                    self.matcher.load_hashes(
+                        np.array([fid]), np.array([rec.ahash], np.uint64), np.array([rec.chash], np.uint64)
+                    )
+            touched += len(ids)
+        if touched:
+            self._dirty = True
+            log.info("caught up with %d files changed by another writer", touched)
+        return touched
 
     def reconfigure(self, cfg: Config) -> None:
         """A reloaded config: thresholds apply from the next file on."""
@@ -329,7 +370,7 @@ class Pipeline:
         """Each folder that cannot be listed is reported under errors (a row of its own, status error) until it
         can be listed again."""
         with self.store.atomic():
-            gen = self.store.next_gen()
+            gen = self._next_gen()
             for folder, reason in folders:
                 row = FileRow(
                     path=folder,
@@ -473,7 +514,7 @@ class Pipeline:
 
         found: list[tuple[str, int, list[Match]]] = []
         with self.store.atomic():
-            gen = self.store.next_gen()
+            gen = self._next_gen()
             seeds: set[int] = set()
             for item in batch:
                 seeds.update(self._record(item, gen, stats, found))
@@ -600,7 +641,7 @@ class Pipeline:
         if (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
             return False  # renamed and changed: fingerprint it again
         with self.store.atomic():
-            retired = self.store.files.move(rec.id, dest, st.st_size, st.st_mtime_ns, self.store.next_gen())
+            retired = self.store.files.move(rec.id, dest, st.st_size, st.st_mtime_ns, self._next_gen())
             if retired:
                 self.store.graph.drop_pairs(retired)
                 self.store.graph.regroup(retired)
@@ -625,7 +666,7 @@ class Pipeline:
     def forget(self, file_ids: Sequence[int]) -> None:
         """Files gone from disk: out of the indexes and their groups; rows stay so a rename can find them."""
         with self.store.atomic():
-            gen = self.store.next_gen()
+            gen = self._next_gen()
             self.store.files.set_status(file_ids, FileStatus.DELETED, gen)
             for fid in file_ids:
                 self.matcher.remove(fid)
@@ -636,11 +677,16 @@ class Pipeline:
 
     def probe_file(self, path: str) -> Probe:
         """Fingerprint and embed an image that need not be in the store (for `dupwatch query`)."""
+        return self.examine(path)[0]
+
+    def examine(self, path: str) -> tuple[Probe, Fingerprint]:
+        """The probe of an image that need not be in the store, with its fingerprint (content and pixel hashes
+        tell exact copies)."""
         r = fingerprint_in_process(self.cfg, path)
         if r.fingerprint is None:
             raise DecodeError(r.error or "unreadable")
         emb, local = self.embedder.embed_with_local(r.fingerprint.pixels[None])
-        return self._probe(r.fingerprint, emb[0].astype(np.float16).astype(np.float32), local[0])
+        return self._probe(r.fingerprint, emb[0].astype(np.float16).astype(np.float32), local[0]), r.fingerprint
 
 
 def _pixels(result: FileResult) -> np.ndarray:

@@ -36,6 +36,7 @@ class Member:
     taken_at: str | None = None
     sharpness: float | None = None
     notes: str | None = None
+    content_hash: str | None = None  # the key of its thumbnail in the cache (and of the decisions about it)
 
 
 @dataclass
@@ -166,6 +167,7 @@ def build_report(
     """Groups sorted by reclaimable space, largest first, each with its proposed keeper: the duplicate groups, or
     with `similar` the similar-shot groups; `filters` re-decide from the stored evidence."""
     report = Report(tier=str(Tier.SIMILAR if similar else Tier.COPY))
+    chosen = store.decisions.keepers()
     for gid, recs, stored_pairs, inside in _groups(store, similar, filters or Filters()):
         by_id = {r.id: r for r in recs}
         pairs = [
@@ -183,7 +185,7 @@ def build_report(
             for p in stored_pairs
         ]
         members = [_member(r) for r in sorted(recs, key=lambda r: r.path)]
-        d = choose(recs, policy)
+        d = choose(recs, policy, chosen)
         report.groups.append(
             Group(
                 gid,

@@ -228,6 +228,8 @@ class Service:
             self._drain(timeout=0.05)
             now = time.monotonic()
             ready = self.debouncer.ready(now, limit=cfg.batch_size * 4)
+            if ready or now - last_status > 1.0:
+                self.pipeline.catch_up()  # the web app's resolve/undo (watch --serve) reach the matcher
             if ready:
                 stats = self.pipeline.process_now(ready)
                 self.status.processed += len(ready) - len(stats.deferred)

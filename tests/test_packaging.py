@@ -36,6 +36,10 @@ def test_the_wheel_holds_only_the_dupwatch_namespace(wheel: Path) -> None:
     assert any(n == "dupwatch/daemon/cli.py" for n in names)
     assert any(n == "dupwatch/daemon/templates/report.html.j2" for n in names)
     assert any(n == "dupwatch/hashing/decode.py" for n in names)
+    # the subpackages and the web app's assets too (a wheel without them imports, then fails at the first query)
+    assert "dupwatch/daemon/store/database.py" in names
+    assert "dupwatch/daemon/web/app.py" in names
+    assert "dupwatch/daemon/web/static/app.js" in names
     assert not any(n.startswith(("dupwatch/bench", "dupwatch/tests", "bench/", "tests/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "dupwatch = dupwatch.daemon.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
@@ -57,7 +61,7 @@ def test_python_daemon_installs_beside_it(wheel: Path, tmp_path: Path) -> None:
     assert (venv / "bin" / "dupwatch").exists()
     # both import, each from its own files (dupwatch's modules named here need nothing beyond the stdlib)
     probe = (
-        "import daemon, dupwatch.daemon.files as f, dupwatch.hashing.errors as e;"
+        "import daemon, dupwatch.daemon.files as f, dupwatch.hashing.errors as e, dupwatch.daemon.store.paths;"
         "assert hasattr(daemon, 'DaemonContext'), daemon.__file__;"
         "print(daemon.__file__); print(f.__file__); print(e.__file__)"
     )

@@ -78,6 +78,13 @@ def m004_tiers(db: sqlite_utils.Database) -> None:
     )
 
 
+@_migration
+def m005_keepers(db: sqlite_utils.Database) -> None:
+    """Keepers the user chose (in `dupwatch serve` or `dupwatch keep`), by content, so that the choice survives
+    renames and rescans; it wins over the keeper rules in reports and `resolve`."""
+    db.execute("CREATE TABLE keepers (content_hash TEXT PRIMARY KEY, created_at REAL NOT NULL)")
+
+
 _SCHEMA_1 = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)""",
     """CREATE TABLE IF NOT EXISTS files (

@@ -1,8 +1,10 @@
-"""What the user told dupwatch: pairs that are not duplicates (kept by content, so a decision survives renames,
-rescans and the daemon), and the folders it was asked to scan (actions never reach outside them)."""
+"""What the user told dupwatch: pairs that are not duplicates and the keepers chosen by hand (both kept by content,
+so a decision survives renames, rescans and the daemon), and the folders it was asked to scan (actions never reach
+outside them)."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +57,22 @@ class Decisions:
         if found:
             self.db.execute("DELETE FROM ignored WHERE rowid = ?", [decision_id])
         return found[0] if found else None
+
+    def keepers(self) -> dict[str, float]:
+        """Contents chosen as keepers, with when: within a group the latest choice wins."""
+        try:
+            rows = self.db.execute("SELECT content_hash, created_at FROM keepers").fetchall()
+        except sqlite3.OperationalError:  # a database opened read-only before its migration to keepers
+            return {}
+        return {str(h): float(t) for h, t in rows}
+
+    def choose_keeper(self, content_hash: str, others: Iterable[str]) -> None:
+        """`content_hash` is the keeper of its group: the choices of the group's other contents are dropped."""
+        for h in others:
+            self.db.execute("DELETE FROM keepers WHERE content_hash = ?", [h])
+        self.db.execute(
+            "INSERT OR REPLACE INTO keepers (content_hash, created_at) VALUES (?, ?)", [content_hash, time.time()]
+        )
 
     def add_roots(self, roots: Iterable[str]) -> None:
         for r in roots:

@@ -106,8 +106,9 @@ class Graph:
         )
         return {from_db(r[0]) for r in rows}
 
-    def group_members(self, group_id: int) -> list[int]:
-        return [int(r[0]) for r in self.db.execute("SELECT file_id FROM members WHERE group_id = ?", [group_id])]
+    def group_members(self, group_id: int, level: Level = DUPLICATES) -> list[int]:
+        rows = self.db.execute(f"SELECT file_id FROM {level.table} WHERE group_id = ?", [group_id])
+        return [int(r[0]) for r in rows]
 
     def regroup(self, seeds: Iterable[int]) -> None:
         """Recompute the duplicate groups and the similar-shot groups that `seeds` belong or belonged to."""
