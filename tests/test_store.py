@@ -199,3 +199,36 @@ def test_a_locked_database_waits_for_the_busy_timeout_then_fails(tmp_path: Path)
     blocker.rollback()
     with s.atomic():
         assert s.next_gen() == 1
+
+
+def test_a_transaction_that_reads_first_survives_another_writers_commit(tmp_path: Path) -> None:
+    """Two writers on one database (the daemon and the web app inside `watch --serve`): a transaction that read
+    before another connection committed must still write. A deferred BEGIN failed at once with "database is
+    locked" (the snapshot could not be upgraded) and stopped the daemon; BEGIN IMMEDIATE makes the other wait."""
+    import threading
+    import time
+
+    db = tmp_path / "two.db"
+    Store(db).close()
+    errors: list[BaseException] = []
+
+    def other_writer() -> None:
+        try:
+            b = Store(db, busy_timeout=10)
+            with b.atomic():
+                b.next_gen()
+            b.close()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    a = Store(db)
+    with a.atomic():
+        seen = a.gen
+        t = threading.Thread(target=other_writer)
+        t.start()
+        time.sleep(0.5)  # the other writer has committed by now (deferred) or is waiting for us (immediate)
+        a.meta.set("mine", seen)
+    t.join(20)
+    assert not errors, errors
+    assert a.gen == seen + 1 and a.meta.get("mine") == str(seen)
+    a.close()

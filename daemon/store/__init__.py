@@ -44,9 +44,23 @@ class Store:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """One transaction (nested calls become savepoints)."""
-        with self.db.atomic():
+        """One transaction (nested calls become savepoints). It takes the write lock at its start (BEGIN
+        IMMEDIATE, waiting out another writer for the busy timeout): a deferred transaction that read first could
+        not upgrade after another connection's commit and would fail at once with "database is locked" (the web
+        app's changes inside `watch --serve` are such another connection)."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @property
     def gen(self) -> int:

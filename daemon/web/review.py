@@ -35,6 +35,7 @@ def review_page(store: Store, policy: KeeperPolicy, similar: bool, page: int, si
         "pages": pages,
         "size": size,
         "gen": store.gen,
+        "roots": report.roots,
         "summary": summary(report),
         "groups": groups,
     }

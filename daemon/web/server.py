@@ -4,6 +4,7 @@ in the foreground for `dupwatch serve`, or in a thread beside the daemon for `wa
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -34,7 +35,10 @@ class Server:
     _thread: threading.Thread | None = None
 
     def run(self) -> None:
-        """In the foreground until SIGINT/SIGTERM (uvicorn's handlers)."""
+        """In the foreground until SIGINT/SIGTERM: uvicorn shuts down gracefully, then raises the signal again
+        against the handlers it found; quiet ones here make that a clean exit 0, not a death by signal."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
         try:
             self._server.run(sockets=[self._sock])
         finally:

@@ -17,8 +17,13 @@ function el(tag, attrs = {}, ...children) {
 }
 const thumbUrl = (p) => "/api/thumb?path=" + encodeURIComponent(p);
 const previewUrl = (p) => "/api/preview?path=" + encodeURIComponent(p);
-const mb = (n) => (n / 1e6).toFixed(1) + " MB";
+const mb = (n) => (n >= 1e9 ? (n / 1e9).toFixed(2) + " GB" : n >= 1e6 ? (n / 1e6).toFixed(1) + " MB" : Math.round(n / 1e3) + " KB");
 const base = (p) => p.split("/").pop();
+// paths shown relative to the watched folder that holds them (the full path is the tooltip)
+const shown = (p) => {
+  const root = (state.roots || []).filter((r) => p.startsWith(r.replace(/\/$/, "") + "/")).sort((a, b) => b.length - a.length)[0];
+  return root ? p.slice(root.replace(/\/$/, "").length + 1) : p;
+};
 
 function toast(text, bad = false) {
   const t = document.getElementById("toast");
@@ -45,7 +50,7 @@ async function post(url, body = {}) {
 async function loadGroups() {
   const r = await fetch(`/api/groups?tier=${state.tier}&page=${state.page}&size=${PAGE_SIZE}`);
   const data = await r.json();
-  state.page = data.page; state.pages = data.pages; state.gen = data.gen; state.groups = data.groups;
+  state.page = data.page; state.pages = data.pages; state.gen = data.gen; state.groups = data.groups; state.roots = data.roots;
   state.focus = Math.min(state.focus, Math.max(0, data.groups.length - 1));
   const s = data.summary;
   document.getElementById("summary").textContent =
@@ -86,7 +91,7 @@ function groupCard(g, i) {
     members.append(el("div", { class: cls, "data-path": m.path },
       img,
       el("div", { class: "badge" }, m.keeper ? "KEEP" : m.protected ? "reference (kept)" : ""),
-      el("div", { class: "name", title: m.path }, m.path),
+      el("div", { class: "name", title: m.path }, shown(m.path)),
       el("div", { class: "facts" }, `${m.width}×${m.height} ${m.format || ""}, ${mb(m.size)}` +
         (m.sharpness != null ? `, sharpness ${m.sharpness}` : "") + (m.taken_at ? `, ${m.taken_at}` : "")),
       ...buttons));
