@@ -218,7 +218,7 @@ def test_a_transaction_that_reads_first_survives_another_writers_commit(tmp_path
             with b.atomic():
                 b.next_gen()
             b.close()
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:  # reported below
             errors.append(e)
 
     a = Store(db)
