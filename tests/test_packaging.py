@@ -61,7 +61,7 @@ def test_python_daemon_installs_beside_it(wheel: Path, tmp_path: Path) -> None:
     assert (venv / "bin" / "dupwatch").exists()
     # both import, each from its own files (dupwatch's modules named here need nothing beyond the stdlib)
     probe = (
-        "import daemon, dupwatch.daemon.files as f, dupwatch.hashing.errors as e, dupwatch.daemon.store.paths;"
+        "import daemon, dupwatch.daemon.files as f, dupwatch.hashing.errors as e;"
         "assert hasattr(daemon, 'DaemonContext'), daemon.__file__;"
         "print(daemon.__file__); print(f.__file__); print(e.__file__)"
     )
@@ -71,3 +71,5 @@ def test_python_daemon_installs_beside_it(wheel: Path, tmp_path: Path) -> None:
     assert theirs == str(site / "daemon" / "__init__.py")
     assert ours == str(site / "dupwatch" / "daemon" / "files.py")
     assert hashing == str(site / "dupwatch" / "hashing" / "errors.py")
+    assert (site / "dupwatch" / "daemon" / "store" / "database.py").exists()
+    assert (site / "dupwatch" / "daemon" / "web" / "static" / "app.js").exists()

@@ -495,3 +495,16 @@ def test_the_cli_keep_command_sets_the_same_decision(fresh: App) -> None:
     lone = str(fresh.files["astronaut"][0])
     r = CliRunner().invoke(main, ["--db", str(fresh.cfg.db), "keep", lone])
     assert r.exit_code == 1 and "in no group" in r.output
+
+
+def test_resolve_to_the_desktop_trash_and_back(fresh: App) -> None:
+    g = fresh.group_of(fresh.files["coffee"][0])
+    moved = [m["path"] for m in g["members"] if not m["keeper"]]
+    r = fresh.post(f"/api/groups/{g['id']}/resolve", {"mode": "trash"})
+    assert r.status_code == 200 and r.json()["to"] == "the trash" and r.json()["moved"] == len(moved)
+    trash = Path(os.environ["XDG_DATA_HOME"]) / "Trash" / "files"
+    assert not any(Path(p).exists() for p in moved) and any(trash.iterdir())
+    assert fresh.client.get("/api/log").json()["actions"][0]["mode"] == "trash"
+    r = fresh.post(f"/api/actions/{r.json()['action']}/undo")
+    assert r.status_code == 200 and r.json()["undone"]
+    assert all(Path(p).exists() for p in moved)

@@ -23,7 +23,7 @@ def test_migrations_are_recorded_and_a_newer_database_is_refused(tmp_path: Path)
     db = tmp_path / "s.db"
     s = Store(db)
     applied = [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'dupwatch'")]
-    assert applied == ["m001_initial", "m002_file_notes", "m003_last_group", "m004_tiers"]
+    assert applied == ["m001_initial", "m002_file_notes", "m003_last_group", "m004_tiers", "m005_keepers"]
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     s.db.execute(
         "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('dupwatch', 'm999_future', 'now')"
@@ -58,6 +58,7 @@ def test_a_database_from_before_migrations_opens_and_keeps_its_rows(tmp_path: Pa
         "m002_file_notes",
         "m003_last_group",
         "m004_tiers",
+        "m005_keepers",
     ]
 
 

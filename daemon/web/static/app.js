@@ -106,7 +106,7 @@ function groupCard(g, i) {
   card.append(table);
   const acts = el("div", { class: "actions" },
     el("button", { class: "danger resolve", onclick: () => resolveGroup(g) },
-      similar ? "Keep the best shot, move the other takes (r)" : "Resolve: move the others to the quarantine (r)"));
+      similar ? "Keep the best shot, move the other takes (r)" : "Resolve: move the others away (r)"));
   if (!similar) acts.append(el("button", { class: "ignore-group", onclick: () => ignoreGroup(g) }, "Not duplicates (n)"));
   card.append(acts);
   return card;
@@ -142,7 +142,7 @@ async function ignoreGroup(g) {
 }
 
 async function resolveGroup(g) {
-  const r = await post(`/api/groups/${g.id}/resolve`, { tier: g.tier, mode: "move" });
+  const r = await post(`/api/groups/${g.id}/resolve`, { tier: g.tier, mode: document.getElementById("mode").value });
   if (!r.ok) {
     const why = (r.data.refused || []).map((x) => `${base(x.path)}: ${x.reason}`).join("; ");
     return toast(`${r.data.error}${why ? " — " + why : ""}`, true);
