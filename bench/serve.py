@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import random
 import re
@@ -86,7 +87,7 @@ def build(work: Path, n: int, seed: int = 3) -> Path:
                 fid = store.files.save(row, gen)
                 members.append((fid, v / np.linalg.norm(v)))
                 made += 1
-            for (a, va), (b, vb) in zip(members, members[1:], strict=False):
+            for (a, va), (b, vb) in itertools.pairwise(members):
                 store.graph.add_pair(PairRecord(a, b, Tier.COPY, 2, float(va @ vb), 0, 60, 0.98, 0.02, 0.0))
             ids += [m[0] for m in members]
         store.graph.regroup(ids)
@@ -164,8 +165,12 @@ def measure(db: Path, queries: int) -> dict[str, float]:
                 figures[f"groups_api_{label}_ms"] = (time.perf_counter() - t) * 1000
                 paths = [m["path"] for g in data["groups"] for m in g["members"]]
                 t = time.perf_counter()
+
+                def thumb(p: str) -> int:
+                    return client.get(base + "/api/thumb", params={"path": p}).status_code
+
                 with ThreadPoolExecutor(6) as pool:  # a browser's connections per host
-                    codes = list(pool.map(lambda p: client.get(base + "/api/thumb", params={"path": p}).status_code, paths))
+                    codes = list(pool.map(thumb, paths))
                 assert set(codes) == {200}, set(codes)
                 figures[f"thumbs_{label}_ms"] = (time.perf_counter() - t) * 1000
                 figures["thumbs_per_page"] = len(paths)

@@ -127,7 +127,8 @@ class InferencePath:
 
     @property
     def name(self) -> str:
-        return f"{self.device} {self.precision}" + (" frozen" if self.frozen else "") + (" (cached)" if self.cached else "")
+        frozen = " frozen" if self.frozen else ""
+        return f"{self.device} {self.precision}{frozen}" + (" (cached)" if self.cached else "")
 
 
 def _cache_key(model: nn.Module, device: str, precision: Precision, batch: int) -> str:
