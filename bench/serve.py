@@ -91,6 +91,7 @@ def build(work: Path, n: int, seed: int = 3) -> Path:
                 store.graph.add_pair(PairRecord(a, b, Tier.COPY, 2, float(va @ vb), 0, 60, 0.98, 0.02, 0.0))
             ids += [m[0] for m in members]
         store.graph.regroup(ids)
+        store.decisions.add_roots([str(clones)])  # as if scanned: the app serves files inside the roots only
     counts = store.read.counts()
     print(f"database: {counts['files']} photos, {counts['groups']} duplicate groups, {counts['pairs']} pairs")
     store.close()

@@ -520,7 +520,7 @@ def query(obj: Context, image: Path, k: int, fmt: str) -> None:
         except DecodeError as e:
             _fail(f"{image}: {e.reason}")
         hits = pipeline.matcher.lookalikes(probe, k)
-        confirmed = {m.other: m for m in pipeline.matcher.find(probe)}
+        confirmed = {m.other: m for m in pipeline.matcher.confirm(probe, hits)}
         recs = store.files.many(fid for fid, _, _ in hits)
         results = [
             {

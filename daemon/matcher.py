@@ -240,10 +240,16 @@ class Matcher:
         copy = found.same_details(cfg.copy_max_changed, cfg.copy_max_scattered)
         return (Tier.COPY if copy else Tier.SIMILAR), evidence
 
-    def find(self, probe: Probe, exclude: int | None = None) -> list[Match]:
+    def find(
+        self,
+        probe: Probe,
+        exclude: int | None = None,
+        candidates: dict[int, tuple[int, float | None]] | None = None,
+    ) -> list[Match]:
         """Pairs for a new file: cosine over the threshold and geometry agreeing, or a grey-zone cosine with
         geometry agreeing strongly (a rotated or heavily edited copy); each with its tier. A featureless file
-        has no pairs here (only exact ones, which the pipeline finds by content)."""
+        has no pairs here (only exact ones, which the pipeline finds by content). `candidates` (id -> (view,
+        cosine if known)) limits the search to those files (a search shows its look-alikes' tiers)."""
         cfg = self.cfg
         if probe.featureless(cfg.min_texture):
             return []
@@ -251,7 +257,9 @@ class Matcher:
         matches: list[Match] = []
         copied: set[int] = set()  # known copies of the copies found so far
         grey_checked = 0
-        for fid, sim, view in self.score(probe, self.candidates(probe, exclude), cache):
+        if candidates is None:
+            candidates = self.candidates(probe, exclude)
+        for fid, sim, view in self.score(probe, candidates, cache):
             if sim >= cfg.cosine_threshold:
                 need = cfg.verify_inliers
             elif sim >= cfg.verify_low and grey_checked < cfg.verify_max_candidates:
@@ -307,6 +315,11 @@ class Matcher:
 
     def _hamming(self, probe: Probe, fid: int, view: int) -> int:
         return hamming(probe.ahash_views[view], self.ahash_of.get(fid, probe.ahash_views[view]))
+
+    def confirm(self, probe: Probe, hits: list[tuple[int, float, int]]) -> list[Match]:
+        """`find` over these look-alikes (id, cosine, view) only: the tiers of what a search shows, without
+        verifying every candidate of a large library."""
+        return self.find(probe, candidates={fid: (view, sim) for fid, sim, view in hits})
 
     def lookalikes(self, probe: Probe, k: int) -> list[tuple[int, float, int]]:
         """For `dupwatch query`: the k most similar files whatever the threshold, with the best view's cosine."""

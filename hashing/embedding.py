@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dupwatch.hashing.inference import InferencePath, build_path, choose_precision
+
 log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 1280
@@ -85,9 +87,14 @@ class MBConvBlock(nn.Module):
 
 
 class FeatureNetwork(nn.Module):
-    """A network that gives a pooled feature vector and a grid of local descriptors for a batch of images."""
+    """A network that gives a pooled feature vector and a grid of local descriptors for a batch of images.
 
-    def features_and_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    `fast` (bf16, fp16) runs the network from block `fast_from` on in that precision (autocast); what comes
+    before stays fp32. Outputs are float32 either way."""
+
+    def features_and_local(
+        self, x: torch.Tensor, fast: torch.dtype | None = None, fast_from: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
 
@@ -107,15 +114,21 @@ class EfficientNetLite0(FeatureNetwork):
         self._bn1 = _bn(EMBEDDING_DIM)
         self._fc = nn.Linear(EMBEDDING_DIM, num_classes)
 
-    def features_and_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_and_local(
+        self, x: torch.Tensor, fast: torch.dtype | None = None, fast_from: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled 1280-d features, and block 10's 14x14 map of 112-d local descriptors (hashing.geometry)."""
+        kind = x.device.type
         x = F.relu6(self._bn0(self._conv_stem(x)))
         local = x
         for n, block in enumerate(self._blocks):
-            x = block(x)
+            with torch.autocast(kind, dtype=fast or torch.bfloat16, enabled=fast is not None and n >= fast_from):
+                x = block(x)
             if n == LOCAL_BLOCK:
                 local = x
-        return F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3)), local
+        with torch.autocast(kind, dtype=fast or torch.bfloat16, enabled=fast is not None):
+            pooled = F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
+        return pooled.float(), local.float()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features_and_local(x)[0]
@@ -158,20 +171,38 @@ class Embedder(Protocol):
 
 @dataclass
 class TorchEmbedder:
-    """Runs a feature network in batches on CUDA when present, else CPU; returns float32 unit vectors."""
+    """Runs a feature network in batches on CUDA when present, else CPU; returns float32 unit vectors.
+
+    The network runs through the inference path built for this machine (hashing.inference: BatchNorm folded,
+    channels_last, bf16 where the CPU has it natively, fp16 on CUDA, a frozen graph cached in `cache_dir`),
+    built at the first batch, so a command that embeds nothing pays nothing. `model` stays the reference."""
 
     model: FeatureNetwork
     dim: int = EMBEDDING_DIM
     name: str = "efficientnet-lite0"
     batch_size: int = 16
     device: str | None = None
+    precision: str = "auto"  # auto, fp32, bf16 (falls back to fp32 without native bf16), fp16 (CUDA)
+    frozen: bool = True  # a frozen TorchScript graph instead of eager modules
+    cache_dir: Path | None = None  # where frozen graphs are kept (None: built in every process)
 
     def __post_init__(self) -> None:
         if self.device is None:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = self.model.to(self.device).eval()
         self._lock = threading.Lock()
+        self._path: InferencePath | None = None
         self.images = 0  # images run through the network so far (benchmarks report CNN passes per photo)
+
+    @property
+    def path(self) -> InferencePath:
+        """The inference path, built (or loaded from the cache) on first use."""
+        if self._path is None:
+            assert self.device is not None
+            precision = choose_precision(self.device, self.precision)
+            self._path = build_path(self.model, self.device, precision, self.frozen, self.cache_dir, self.batch_size)
+            log.info("CNN: %s (%.1f s to get ready)", self._path.name, self._path.build_seconds)
+        return self._path
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         return self.embed_with_local(pixels)[0]
@@ -183,10 +214,11 @@ class TorchEmbedder:
         glob: list[np.ndarray] = []
         local: list[np.ndarray] = []
         with self._lock, torch.inference_mode():
+            run = self.path.run
             self.images += len(pixels)
             for start in range(0, len(pixels), self.batch_size):
                 x = to_input(pixels[start : start + self.batch_size]).to(self.device)
-                feats, loc = self.model.features_and_local(x)
+                feats, loc = run(x)
                 glob.append(F.normalize(feats.float(), dim=1).cpu().numpy().astype(np.float32))
                 loc = F.normalize(loc.float(), dim=1).permute(0, 2, 3, 1)
                 local.append(loc.cpu().numpy().astype(np.float16))
@@ -203,16 +235,38 @@ class TinyNet(FeatureNetwork):
         self.side = max(1, round((dim / 3) ** 0.5))
         self.dim = 3 * self.side * self.side
 
-    def features_and_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_and_local(
+        self, x: torch.Tensor, fast: torch.dtype | None = None, fast_from: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         thumb = F.adaptive_avg_pool2d(x, self.side).flatten(1)
         local = F.adaptive_avg_pool2d(x, 14)
         return thumb - thumb.mean(dim=1, keepdim=True), local - local.mean(dim=(2, 3), keepdim=True)
 
 
-def default_embedder(batch_size: int = 16, device: str | None = None) -> TorchEmbedder:
-    return TorchEmbedder(load_lite0(), batch_size=batch_size, device=device)
+def default_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dupwatch")) / "cnn"
+
+
+def default_embedder(
+    batch_size: int = 16,
+    device: str | None = None,
+    precision: str = "auto",
+    frozen: bool = True,
+    cache_dir: Path | None = None,
+) -> TorchEmbedder:
+    return TorchEmbedder(
+        load_lite0(),
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        frozen=frozen,
+        cache_dir=cache_dir or default_cache_dir(),
+    )
 
 
 def tiny_embedder(dim: int = 192) -> TorchEmbedder:
+    """Exact and eager: tests compare its vectors, and it has nothing to gain from the fast path."""
     net = TinyNet(dim)
-    return TorchEmbedder(net, dim=net.dim, name=f"tinynet-{net.dim}")
+    return TorchEmbedder(net, dim=net.dim, name=f"tinynet-{net.dim}", precision="fp32", frozen=False)

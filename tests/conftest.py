@@ -16,6 +16,9 @@ from tests.helpers import BENCH_DATA
 # The desktop trash of the whole test session: never the user's own. Set before anything imports send2trash, which
 # reads XDG_DATA_HOME once, when it is first imported.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="dupwatch-tests-xdg-")
+# Likewise the cache of frozen CNN graphs (hashing.inference): built once per test session, shared by the processes
+# the tests start, never the user's own.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="dupwatch-tests-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -79,9 +79,11 @@ def fresh(tmp_path, embedder):
 def test_the_pages_are_served_with_their_csrf_token_and_local_assets(library: App) -> None:
     r = library.client.get("/", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/review"
-    page = library.client.get("/review").text
+    response = library.client.get("/review")
+    page = response.text
     assert f'content="{library.access.csrf}"' in page
     assert "http://" not in page and "https://" not in page  # nothing from a CDN
+    assert "default-src 'self'" in response.headers["content-security-policy"]  # and nothing else runs
     for asset in ("/static/app.js", "/static/app.css"):
         assert asset in page
         assert library.client.get(asset).status_code == 200

@@ -37,12 +37,20 @@ from dupwatch.daemon.store.graph import DUPLICATES, SHOTS
 from dupwatch.daemon.thumbnails import THUMB_SIDE, ThumbnailCache, jpeg_bytes, thumbnail_image
 from dupwatch.daemon.web import live
 from dupwatch.daemon.web.guard import Access, Guard, PathRefused, json_error, plain_path
-from dupwatch.daemon.web.review import PAGE_SIZE, action_log, review_page
+from dupwatch.daemon.web.review import PAGE_SIZE, Reports, action_log, review_page
 from dupwatch.daemon.web.search import Searcher, SearchError
 
 log = logging.getLogger(__name__)
 
 PREVIEW_SIDE = 1600
+# the page runs only its own script and styles, shows only this server's images (and the upload being searched)
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class Busy(Exception):
@@ -97,7 +105,8 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
         return default
 
 
-def _level(tier: str | None) -> bool:
+def _similar(tier: object) -> bool:
+    """Similar-shot groups were asked for (else duplicate groups)."""
     return tier == "similar"
 
 
@@ -105,6 +114,7 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
     """The app: `searcher` None serves no search (a reviewer without the CNN loaded, e.g. in tests of review)."""
     thumbs = ThumbnailCache(cfg.thumbs_path)
     policy = KeeperPolicy.from_config(cfg)
+    reports = Reports(policy)
     env = Environment(loader=PackageLoader("dupwatch.daemon", "templates"), autoescape=select_autoescape(["j2"]))
     page = env.get_template("serve.html.j2")
     limit = cfg.max_upload_mb * 1024 * 1024
@@ -123,18 +133,18 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
 
     def view(request: Request) -> Response:
         html = page.render(view=request.url.path.strip("/"), csrf=access.csrf, page_size=PAGE_SIZE)
-        return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+        return HTMLResponse(html, headers=_PAGE_HEADERS)
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
     def groups(request: Request) -> Response:
         q = request.query_params
-        similar = _level(q.get("tier"))
+        similar = _similar(q.get("tier"))
         with _reading(cfg) as store:
-            data = review_page(
-                store, policy, similar, _int(q.get("page"), 1, 1, 1 << 30), _int(q.get("size"), PAGE_SIZE, 1, 500)
-            )
-        return JSONResponse(data)
+            gen = store.gen  # read first: a change after it makes the page reload again
+            report = reports.get(store, similar)
+        page_no, size = _int(q.get("page"), 1, 1, 1 << 30), _int(q.get("size"), PAGE_SIZE, 1, 500)
+        return JSONResponse(review_page(report, gen, page_no, size))
 
     def image(request: Request) -> Response:
         """/api/thumb?path=... (cached by content) and /api/preview?path=... (large, made on demand)."""
@@ -242,7 +252,7 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
         body = await _body(request)
 
         def run(store: Store) -> Response:
-            level = SHOTS if _level(body.get("tier")) else DUPLICATES
+            level = SHOTS if _similar(body.get("tier")) else DUPLICATES
             rec = _live_record(store, str(body.get("path", "")))
             if store.graph.group_of(rec.id, level) != gid:
                 return json_error(409, f"{rec.path} is not in group {gid} (any more)")
@@ -256,7 +266,7 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
         body = await _body(request)
 
         def run(store: Store) -> Response:
-            if _level(body.get("tier")):
+            if _similar(body.get("tier")):
                 return json_error(400, "similar shots are not duplicates already; 'not duplicates' is for copies")
             if body.get("path"):
                 rec = _live_record(store, str(body["path"]))
@@ -276,7 +286,7 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
         quarantine = None if mode == ActionMode.TRASH else cfg.quarantine_path.resolve()
 
         def run(store: Store) -> Response:
-            similar = _level(body.get("tier"))
+            similar = _similar(body.get("tier"))
             steps = plan(store, mode, quarantine, [gid], policy.best_shot() if similar else policy, similar=similar)
             ready = [s for s in steps if s.refused is None]
             if not ready:

@@ -92,11 +92,12 @@ class Searcher:
         except DecodeError as e:
             raise SearchError(e.reason) from None
         matcher = pipeline.matcher
-        looks = {fid: (sim, view) for fid, sim, view in matcher.lookalikes(probe, k + 1)}
-        confirmed = {m.other: m for m in matcher.find(probe)}
+        hits = matcher.lookalikes(probe, k + 1)
+        looks = {fid: (sim, view) for fid, sim, view in hits}
+        confirmed = {m.other: m for m in matcher.confirm(probe, hits)}
         same = {r.id: r for r in store.files.by_content(fp.content_hash)} if fp.content_hash else {}
         recs = store.files.many(set(looks) | set(confirmed) | set(same))
-        hits = []
+        found = []
         for fid, rec in recs.items():
             if rec.path == exclude:
                 continue
@@ -107,9 +108,9 @@ class Searcher:
             tier: Tier | None = m.tier if m else None
             if fid in same or (fp.pixel_hash is not None and rec.pixel_hash == fp.pixel_hash):
                 tier = Tier.EXACT
-            hits.append(_hit(rec, sim, tier, describe(view), m, store.graph.group_of(fid)))
-        hits.sort(key=lambda h: (_TIER_ORDER[Tier(h.tier) if h.tier else None], -h.cosine, h.path))
-        return hits[:k]
+            found.append(_hit(rec, sim, tier, describe(view), m, store.graph.group_of(fid)))
+        found.sort(key=lambda h: (_TIER_ORDER[Tier(h.tier) if h.tier else None], -h.cosine, h.path))
+        return found[:k]
 
 
 def _hit(rec: FileRecord, sim: float, tier: Tier | None, view: str, match: Match | None, group: int | None) -> Hit:

@@ -1,0 +1,117 @@
+"""The CNN's inference path (hashing.inference): every path this machine offers gives embeddings within cosine
+0.999 of the reference fp32 model on real photographs (colour photos and greyscale scans), the ImageNet check
+still passes through it, the frozen graph is cached per machine and rebuilt when its file is bad, and a CPU
+without native bf16 falls back to fp32."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dupwatch.daemon.demo import PHOTOS, load_photo
+from dupwatch.hashing.embedding import TorchEmbedder, default_embedder, load_lite0, to_input
+from dupwatch.hashing.inference import Precision, build_path, choose_precision, fold_batchnorm, native_bf16
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_lite0()
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    """Every sample photo (colour photos, micrographs, greyscale scans of a moon, a clock, a page) upright and
+    turned: 22 images, not a multiple of the traced batch."""
+    ims = [load_photo(p).resize((224, 224), Image.Resampling.BILINEAR) for p in PHOTOS]
+    arr = np.stack([np.asarray(im) for im in ims] + [np.asarray(im.transpose(Image.Transpose.ROTATE_90)) for im in ims])
+    return to_input(arr)
+
+
+@pytest.fixture(scope="module")
+def reference(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode():
+        return model.features_and_local(batch)
+
+
+PATHS = [(Precision.FP32, False), (Precision.FP32, True), (Precision.BF16, False), (Precision.BF16, True)]
+
+
+@pytest.mark.parametrize(("precision", "frozen"), PATHS, ids=["fp32", "fp32-frozen", "bf16", "bf16-frozen"])
+def test_every_path_stays_within_0999_of_the_reference(model, batch, reference, precision, frozen, tmp_path) -> None:
+    if precision == Precision.BF16 and not native_bf16():
+        pytest.skip("this CPU has no native bf16 (the embedder falls back to fp32 here)")
+    path = build_path(model, "cpu", precision, frozen, tmp_path, batch=16)
+    with torch.inference_mode():
+        feats = torch.cat([path.run(batch[i : i + 16])[0] for i in range(0, len(batch), 16)])
+        local = torch.cat([path.run(batch[i : i + 16])[1] for i in range(0, len(batch), 16)])
+    ref_f, ref_l = reference
+    cos = F.cosine_similarity(feats, ref_f)
+    assert cos.min().item() >= 0.999, cos.tolist()
+    local_cos = F.cosine_similarity(local, ref_l, dim=1)  # per grid cell
+    assert local_cos.mean().item() >= 0.999 and local_cos.min().item() >= 0.98
+    assert feats.dtype == torch.float32 and local.dtype == torch.float32
+
+
+def test_folding_batchnorm_is_exact_and_still_classifies(model, batch, reference) -> None:
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the reference is untouched
+    with torch.inference_mode():
+        feats, _ = folded.features_and_local(batch)
+        assert F.cosine_similarity(feats, reference[0]).min().item() > 0.99999
+        cat = PHOTOS.index("chelsea")
+        assert folded._fc(feats[cat]).argmax().item() in range(281, 286)  # a cat, through the fast path too
+
+
+def test_the_fast_path_classifies_like_the_reference(model, batch, tmp_path) -> None:
+    precision = choose_precision("cpu", "auto")
+    path = build_path(model, "cpu", precision, True, tmp_path)
+    with torch.inference_mode():
+        feats, _ = path.run(batch[:16])
+        top = model._fc(feats).topk(5, dim=1).indices.tolist()
+    assert top[PHOTOS.index("chelsea")][0] in range(281, 286)
+    assert {967, 968} & set(top[PHOTOS.index("coffee")])
+
+
+def test_without_native_bf16_the_cpu_runs_fp32_and_cuda_fp16() -> None:
+    assert choose_precision("cpu", "auto", bf16_native=lambda: False) == Precision.FP32
+    assert choose_precision("cpu", "bf16", bf16_native=lambda: False) == Precision.FP32
+    assert choose_precision("cpu", "auto", bf16_native=lambda: True) == Precision.BF16
+    assert choose_precision("cpu", "fp32", bf16_native=lambda: True) == Precision.FP32
+    assert choose_precision("cuda", "auto") == Precision.FP16
+    assert choose_precision("cuda:0", "fp32") == Precision.FP32
+
+
+def test_the_frozen_graph_is_cached_and_a_bad_cache_file_is_rebuilt(model, batch, tmp_path: Path) -> None:
+    first = build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=8)
+    [cached] = tmp_path.glob("cnn-*.pt")
+    assert not first.cached
+    t = time.perf_counter()
+    second = build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=8)
+    assert second.cached and time.perf_counter() - t < first.build_seconds
+    with torch.inference_mode():
+        a, b = first.run(batch[:3])[0], second.run(batch[:3])[0]  # another batch size than traced
+    assert F.cosine_similarity(a, b).min().item() > 0.99999
+    cached.write_bytes(b"not a torchscript archive")
+    third = build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=8)
+    assert not third.cached and cached.stat().st_size > 1000  # rebuilt and saved again
+    other = build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=4)  # another key, another file
+    assert not other.cached and len(list(tmp_path.glob("cnn-*.pt"))) == 2
+
+
+def test_the_embedder_builds_its_path_lazily_and_any_batch_size_works(tmp_path: Path) -> None:
+    emb = default_embedder(batch_size=8, cache_dir=tmp_path)
+    assert emb._path is None  # nothing built until the first image
+    pixels = np.stack([np.asarray(load_photo(p).resize((224, 224))) for p in PHOTOS[:5]])
+    one = emb.embed(pixels[:1])
+    five = emb.embed(pixels)
+    assert emb.path.frozen and emb.path.precision == choose_precision("cpu", "auto")
+    assert float(one[0] @ five[0]) > 0.9999
+    ref = TorchEmbedder(load_lite0(), precision="fp32", frozen=False).embed(pixels)
+    assert float(np.min(np.sum(ref * five, axis=1))) >= 0.999  # vectors stored by one path match another's
