@@ -126,7 +126,7 @@ def run(n: int, data: Path, workers: int) -> dict[str, float]:
     embedder.embed_with_local(pixels)
     figures["embedding"] = time.perf_counter() - t
 
-    paths = cnn_paths(pixels)
+    cnn = cnn_paths(pixels)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config(db=Path(tmp) / "bench.db", workers=workers)
         store = Store(cfg.db)
@@ -158,7 +158,7 @@ def run(n: int, data: Path, workers: int) -> dict[str, float]:
     )
     print("\n| CNN path (batch 16, the same photos) | throughput | min cosine to fp32 eager | ready in |")
     print("|---|---|---|---|")
-    for name, seconds, cosine, build in paths:
+    for name, seconds, cosine, build in cnn:
         print(f"| {name} | {_rate(n, seconds)} | {cosine:.5f} | {build:.1f} s |")
     print(f"(the scan uses: {embedder.path.name})")
     print(
