@@ -71,6 +71,7 @@ class Config:
     max_hash_candidates: int = 16  # per hash and view, nearest first
     cosine_threshold: float = 0.80  # CNN cosine similarity that confirms a pair on its own
     match_rotations: bool = True  # copies rotated by 90/180/270 degrees or mirrored count as duplicates
+    rotated_min_cosine: float = 0.35  # a rotated view is embedded only for candidates at least this alike unturned
     verify_inliers: int = 25  # geometric agreement (hashing.geometry) a pair over cosine_threshold needs
     verify_agreement: float = 0.45  # aligned luminance must agree this well (median block correlation)
     verify_low: float = 0.50  # grey zone: below cosine_threshold but above this ...
@@ -147,6 +148,7 @@ class Config:
 _LIMITS: dict[str, tuple[float | None, float | None]] = {
     "cosine_threshold": (0.0, 1.0),
     "verify_low": (0.0, 1.0),
+    "rotated_min_cosine": (0.0, 1.0),
     "verify_agreement": (-1.0, 1.0),
     "copy_min_overlap": (0.0, 1.0),
     "copy_max_changed": (0.0, 1.0),

@@ -175,10 +175,15 @@ class Matcher:
         return cache[view]
 
     def score(
-        self, probe: Probe, cands: dict[int, tuple[int, float | None]], cache: ViewCache | None = None
+        self,
+        probe: Probe,
+        cands: dict[int, tuple[int, float | None]],
+        cache: ViewCache | None = None,
+        embed_views: bool = True,
     ) -> list[tuple[int, float, int]]:
         """(id, best cosine, view) per candidate: the identity view, or the dihedral view whose hash found it.
-        Stored vectors are fetched only for candidates the HNSW search did not already score."""
+        Stored vectors are fetched only for candidates the HNSW search did not already score. Without
+        `embed_views`, only views already in `cache` are scored (`find` embeds the others when it needs them)."""
         if not cands:
             return []
         cache = {} if cache is None else cache
@@ -189,11 +194,11 @@ class Matcher:
         q = probe.embedding.astype(np.float32)
         for i in fetch:
             sims.setdefault(i, float(vecs[i] @ q))
-        if probe.pixels is not None:  # embed every dihedral view that may be needed in one CNN batch
-            wanted = sorted(
-                {cands[i][0] for i in ids if cands[i][0] != IDENTITY and sims[i] < self.cfg.cosine_threshold}
-                - set(cache)
-            )
+        if embed_views and probe.pixels is not None:  # every dihedral view that may be needed in one CNN batch
+            # only for candidates the CNN already finds somewhat alike as they are: its features are fairly
+            # tolerant to a turn (rotated and mirrored copies score 0.49-0.99 unturned), while the strangers a
+            # rotated view's hash brings score ~0.1-0.3; each view embedded is one more CNN pass for this photo
+            wanted = sorted({cands[i][0] for i in ids if self._turn_worth_trying(cands[i][0], sims[i])} - set(cache))
             if wanted:
                 g, loc = self.embedder.embed_with_local(np.stack([dihedral(probe.pixels, v) for v in wanted]))
                 cache.update({v: (g[n], loc[n]) for n, v in enumerate(wanted)})
@@ -208,6 +213,16 @@ class Matcher:
             out.append((fid, min(best, 1.0), best_view))
         out.sort(key=lambda t: -t[1])
         return out
+
+    def _turn_worth_trying(self, view: int, sim: float) -> bool:
+        """A candidate that a turned view's hash brought, not alike enough unturned, but alike enough that it may
+        be a turned copy: the CNN's features are fairly tolerant to a turn (rotated and mirrored copies score
+        0.49-0.99 unturned), while the strangers a turned view's hash brings score ~0.1-0.3. Each view embedded is
+        one more CNN pass for the photo."""
+        return view != IDENTITY and self.cfg.rotated_min_cosine <= sim < self.cfg.cosine_threshold
+
+    def _turned_cosine(self, probe: Probe, fid: int, view: int, cache: ViewCache) -> float:
+        return float(self.index.vectors([fid])[0] @ self._view(probe, view, cache)[0])
 
     def verify(self, probe: Probe, file_id: int, view: int, cache: ViewCache) -> Verified | None:
         """Geometric verification (hashing.geometry): inliers of the best affine map, and how well the aligned
@@ -259,7 +274,16 @@ class Matcher:
         grey_checked = 0
         if candidates is None:
             candidates = self.candidates(probe, exclude)
-        for fid, sim, view in self.score(probe, candidates, cache):
+        for fid, sim, view in self.score(probe, candidates, cache, embed_views=False):
+            hash_view = candidates[fid][0]
+            if view == IDENTITY and self._turn_worth_trying(hash_view, sim) and probe.pixels is not None:
+                if fid in copied and hash_view not in cache:
+                    # a copy of a copy just confirmed: the same capture, no CNN pass for its turn (see below)
+                    matches.append(Match(fid, Tier.COPY, self._hamming(probe, fid, hash_view), sim, hash_view))
+                    continue
+                turned = self._turned_cosine(probe, fid, hash_view, cache)
+                if turned > sim:
+                    sim, view = turned, hash_view
             if sim >= cfg.cosine_threshold:
                 need = cfg.verify_inliers
             elif sim >= cfg.verify_low and grey_checked < cfg.verify_max_candidates:
@@ -297,12 +321,13 @@ class Matcher:
             return found
         theirs = self.ahash_of[fid]
         here = hamming(probe.ahash_views[view], theirs)
-        # only views whose hash is closer than this one's: a turned copy matches its true view's hash best, while
-        # another shot of a scene matches no turned view better
+        # only views whose hash is closer than this one's and close enough to have made it a candidate: a turned
+        # copy matches its true view's hash best, while another shot of a scene matches no turned view well (each
+        # view tried is one more CNN pass)
         closer = sorted(
             (d, v)
             for v in range(len(probe.ahash_views))
-            if v != view and (d := hamming(probe.ahash_views[v], theirs)) < here
+            if v != view and (d := hamming(probe.ahash_views[v], theirs)) < here and d <= cfg.ahash_radius
         )
         for _, other in closer[: cfg.turned_views]:
             checked = self.verify(probe, fid, other, cache)
