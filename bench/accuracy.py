@@ -23,7 +23,7 @@ from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.store import Store
 
 if TYPE_CHECKING:
-    from dupwatch.hashing.embedding import Embedder
+    from dupwatch.hashing.embedder import Embedder
 
 BENCH_DATA = Path(__file__).resolve().parents[2] / "shared" / "bench-data"
 THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from dupwatch.daemon.records import FileRecord
     from dupwatch.daemon.reports import Filters, Report
     from dupwatch.daemon.store import Store
-    from dupwatch.hashing.embedding import Embedder
+    from dupwatch.hashing.embedder import Embedder
 
 log = logging.getLogger("dupwatch")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -147,14 +147,23 @@ def main(ctx: click.Context, db: Path | None, config_path: Path | None, verbose:
 
 
 def _embedder(cfg: Config) -> Embedder:
-    """The CNN (torch is imported here, lazily, so that `report` and `status` start fast)."""
-    from dupwatch.hashing.embedding import default_embedder, tiny_embedder
+    """The CNN, loaded when the first image needs it: torch is imported then, so that `report` and `status`
+    start fast and a rescan that finds nothing new never loads it."""
+    from dupwatch.hashing.embedder import LITE0, LazyEmbedder
 
     if cfg.model == "tinynet":
+        from dupwatch.hashing.embedding import tiny_embedder
+
         return tiny_embedder()
-    if cfg.model != "efficientnet-lite0":
+    if cfg.model != LITE0:
         raise click.UsageError(f"unknown model {cfg.model!r} (efficientnet-lite0 or tinynet)")
-    return default_embedder(batch_size=cfg.batch_size, device=cfg.device)
+
+    def load() -> Embedder:
+        from dupwatch.hashing.embedding import default_embedder
+
+        return default_embedder(batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision)
+
+    return LazyEmbedder(load)
 
 
 def _store(cfg: Config, readonly: bool = False) -> Store:

@@ -108,6 +108,7 @@ class Config:
     batch_size: int = 16
     local_cache: int = 512  # recent files whose verification details stay in memory (~250 KB each)
     device: str | None = None  # "cpu", "cuda"; None = CUDA when present
+    precision: str = "auto"  # the CNN's: auto (bf16 where the CPU has it natively, fp16 on CUDA, else fp32), fp32
     # the web app (`dupwatch serve`)
     host: str = "127.0.0.1"  # any other address needs a token (given, or made and printed at start)
     port: int = 8765
@@ -177,7 +178,11 @@ _LIMITS: dict[str, tuple[float | None, float | None]] = {
     "reconcile_interval": (1.0, None),
     "index_save_interval": (1.0, None),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {"model": ("efficientnet-lite0", "tinynet"), "device": ("cpu", "cuda")}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model": ("efficientnet-lite0", "tinynet"),
+    "device": ("cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+}
 
 
 def _check(key: str, value: Any, hint: Any) -> Any:

@@ -34,7 +34,7 @@ from dupwatch.hashing.perceptual import hamming
 from dupwatch.hashing.views import IDENTITY, compose, dihedral, nearest_view
 
 if TYPE_CHECKING:  # torch is imported only where the CNN runs, not by `status` or `report`
-    from dupwatch.hashing.embedding import Embedder
+    from dupwatch.hashing.embedder import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from dupwatch.hashing.fingerprint import FileResult, Fingerprint, fingerprint_fi
 from dupwatch.hashing.geometry import structure
 
 if TYPE_CHECKING:  # torch is imported only where the CNN runs, not by `status` or `report`
-    from dupwatch.hashing.embedding import Embedder
+    from dupwatch.hashing.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +345,8 @@ class Pipeline:
         todo = [p for p in present if p in legacy or self._changed(p, known.get(p))]
         self._rematch = {p for p in todo if p in legacy}
         stats.unchanged = len(present) - len(todo)
+        if todo:
+            self.embedder.preload()  # the CNN loads while the workers decode the first files
         done = 0
         if progress:
             progress(0, len(todo))

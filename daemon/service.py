@@ -35,7 +35,7 @@ from dupwatch.daemon.watcher import Change, ChangeKind, Debouncer, Handler, make
 from dupwatch.hashing.fingerprint import FileResult
 
 if TYPE_CHECKING:  # torch is imported only where the CNN runs, not by `status` or `report`
-    from dupwatch.hashing.embedding import Embedder
+    from dupwatch.hashing.embedder import Embedder
 
 log = logging.getLogger(__name__)
 

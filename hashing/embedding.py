@@ -13,18 +13,19 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dupwatch.hashing.embedder import EMBEDDING_DIM, LITE0, Embedder
 from dupwatch.hashing.inference import InferencePath, build_path, choose_precision
+
+__all__ = ["EMBEDDING_DIM", "Embedder"]  # re-exported: importers of the protocol from here keep working
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_DIM = 1280
 LOCAL_BLOCK = 10  # stride 16: a 14x14 grid of 112-d descriptors, fine enough to localise, coarse enough to be cheap
 
 # (expand ratio, kernel, stride, in channels, out channels, repeats) for EfficientNet-Lite0.
@@ -158,17 +159,6 @@ def to_input(pixels: np.ndarray) -> torch.Tensor:
     return (t - 127.0) / 128.0
 
 
-class Embedder(Protocol):
-    """Anything that turns a batch of 224x224 RGB uint8 images into L2-normalised vectors (and local maps)."""
-
-    dim: int
-    name: str
-
-    def embed(self, pixels: np.ndarray) -> np.ndarray: ...
-
-    def embed_with_local(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
-
 @dataclass
 class TorchEmbedder:
     """Runs a feature network in batches on CUDA when present, else CPU; returns float32 unit vectors.
@@ -179,7 +169,7 @@ class TorchEmbedder:
 
     model: FeatureNetwork
     dim: int = EMBEDDING_DIM
-    name: str = "efficientnet-lite0"
+    name: str = LITE0
     batch_size: int = 16
     device: str | None = None
     precision: str = "auto"  # auto, fp32, bf16 (falls back to fp32 without native bf16), fp16 (CUDA)
@@ -203,6 +193,9 @@ class TorchEmbedder:
             self._path = build_path(self.model, self.device, precision, self.frozen, self.cache_dir, self.batch_size)
             log.info("CNN: %s (%.1f s to get ready)", self._path.name, self._path.build_seconds)
         return self._path
+
+    def preload(self) -> None:
+        """Loaded already (the inference path is built at the first batch)."""
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         return self.embed_with_local(pixels)[0]

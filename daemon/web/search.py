@@ -14,12 +14,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.matcher import Match
 from dupwatch.daemon.pipeline import Pipeline, open_pipeline
 from dupwatch.daemon.records import FileRecord, Tier
 from dupwatch.daemon.store import Store
-from dupwatch.hashing.embedding import Embedder
+from dupwatch.hashing.embedder import Embedder
 from dupwatch.hashing.errors import DecodeError
 from dupwatch.hashing.views import describe
 
@@ -58,7 +60,11 @@ class Searcher:
 
     def warm_up(self) -> None:
         """Load the model and the index now, in the search thread, so that the first search is quick."""
-        self._thread.submit(self._ready)
+        self._thread.submit(self._warm)
+
+    def _warm(self) -> None:
+        _, pipeline = self._ready()
+        pipeline.embedder.embed(np.zeros((1, 224, 224, 3), np.uint8))  # the network (a lazy one loads here)
 
     async def search(self, path: str, k: int, exclude: str | None = None) -> list[Hit]:
         return await asyncio.wrap_future(self._thread.submit(self._search, path, k, exclude))

@@ -16,7 +16,7 @@ from dupwatch.daemon.config import Config
 from dupwatch.daemon.web.app import Writer, create_app
 from dupwatch.daemon.web.guard import Access
 from dupwatch.daemon.web.search import Searcher
-from dupwatch.hashing.embedding import Embedder
+from dupwatch.hashing.embedder import Embedder
 
 log = logging.getLogger(__name__)
 

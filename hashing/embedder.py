@@ -1,0 +1,68 @@
+"""What the rest of dupwatch knows of the CNN, without importing torch: the `Embedder` protocol, the default
+model's name and size, and `LazyEmbedder`, which loads the real one (torch, the weights, the inference graph) only
+when the first image needs embedding: a rescan that finds nothing new, `status`, `report` never pay for it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+EMBEDDING_DIM = 1280
+LITE0 = "efficientnet-lite0"
+
+
+class Embedder(Protocol):
+    """Anything that turns a batch of 224x224 RGB uint8 images into L2-normalised vectors (and local maps)."""
+
+    dim: int
+    name: str
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def embed_with_local(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def preload(self) -> None:
+        """Images are coming: get ready now, in the background where that takes a while."""
+
+
+class LazyEmbedder:
+    """An Embedder whose network is made by `make` at the first batch (thread-safe)."""
+
+    def __init__(self, make: Callable[[], Embedder], dim: int = EMBEDDING_DIM, name: str = LITE0) -> None:
+        self._make = make
+        self._real: Embedder | None = None
+        self._lock = threading.Lock()
+        self.dim = dim
+        self.name = name
+
+    @property
+    def loaded(self) -> bool:
+        return self._real is not None
+
+    @property
+    def real(self) -> Embedder:
+        with self._lock:
+            if self._real is None:
+                self._real = self._make()
+                if (self._real.dim, self._real.name) != (self.dim, self.name):
+                    raise ValueError(f"the model is {self._real.name} ({self._real.dim}-d), not {self.name}")
+            return self._real
+
+    @property
+    def images(self) -> int:
+        """Images embedded so far (0 before the network is loaded)."""
+        return int(getattr(self._real, "images", 0))
+
+    def preload(self) -> None:
+        """Import torch and load the network in a thread while the first files are being decoded."""
+        if self._real is None:
+            threading.Thread(target=lambda: self.real, name="dupwatch-cnn-load", daemon=True).start()
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return self.real.embed(pixels)
+
+    def embed_with_local(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.real.embed_with_local(pixels)
