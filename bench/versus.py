@@ -1,0 +1,142 @@
+"""dupwatch beside imagededup PHash and findimagedupes, whole-process wall time and F1, in one run (issue 11's table).
+
+    python -m bench.versus [--out DIR]
+
+Two labelled sets from bench/datagen.py (the demo's generator): a mixed library (every sample photo with its
+variants, originals cycling through 300, 640, 1024, 2048 and 3600 px) and camera-size JPEG originals (4032x3024,
+the first five photos with their variants). Each tool runs as a new process on the whole folder, timed from start
+to exit (dupwatch: `dupwatch scan` into a new database, model load included; imagededup: its PHash
+`find_duplicates` in its own interpreter; findimagedupes: the Debian program, 90 %). Then: CNN ms/img per inference
+path (bench.speed.cnn_paths), CNN passes per photo of an in-process scan, `dupwatch scan` of one photo (median of
+3), and the peak RSS of the dupwatch scans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import peers
+from bench.datagen import PHOTOS, generate
+from bench.scoring import relative, score
+from bench.speed import _rate, cnn_paths
+from dupwatch.daemon.config import Config
+from dupwatch.daemon.pipeline import open_pipeline
+from dupwatch.daemon.store import Store
+from dupwatch.hashing.embedding import default_embedder
+from dupwatch.hashing.fingerprint import fingerprint_file
+
+DUPWATCH = Path(sys.executable).with_name("dupwatch")
+
+
+PEAKS: list[float] = []  # MB, each dupwatch scan's own peak RSS
+
+
+def dupwatch_scan(root: Path, db: Path) -> tuple[list[list[str]], float]:
+    import json
+
+    rss = db.with_suffix(".rss")
+    t = time.perf_counter()
+    subprocess.run(
+        ["/usr/bin/time", "-o", str(rss), "-f", "%M", str(DUPWATCH), "--db", str(db), "-q", "scan", str(root)],
+        check=True,
+    )
+    seconds = time.perf_counter() - t
+    PEAKS.append(int(rss.read_text().split()[-1]) / 1024)
+    out = subprocess.run(
+        [str(DUPWATCH), "--db", str(db), "report", "--format", "json"], check=True, capture_output=True, text=True
+    ).stdout
+    return [[m["path"] for m in g["members"]] for g in json.loads(out)["groups"]], seconds
+
+
+def versus(name: str, root: Path, truth: dict, work: Path) -> list[str]:
+    files = sum(1 for p in root.rglob("*") if p.is_file())
+    groups, ours = dupwatch_scan(root, work / f"{name}.db")
+    rows = [("**dupwatch** scan", ours, score(truth, relative(groups, root)).f1)]
+    t = time.perf_counter()
+    phash = peers.imagededup(root, "PHash")
+    phash_wall = time.perf_counter() - t
+    rows.append(
+        (
+            "imagededup PHash",
+            phash_wall,
+            score(truth, relative(phash.groups, root)).f1 if not phash.unavailable else None,
+        )
+    )
+    t = time.perf_counter()
+    fid = peers.findimagedupes(root)
+    rows.append(
+        (
+            "findimagedupes 90%",
+            time.perf_counter() - t,
+            None if fid.unavailable else score(truth, relative(fid.groups, root)).f1,
+        )
+    )
+    lines = [f"\n### {name}: {files} files\n", "| tool | wall time | dupwatch is | F1 |", "|---|---|---|---|"]
+    for tool, seconds, f1 in rows:
+        ratio = (
+            "-"
+            if tool.startswith("**")
+            else (f"{seconds / ours:.2f}x faster" if seconds > ours else f"{ours / seconds:.2f}x slower")
+        )
+        lines.append(f"| {tool} | {seconds:.1f} s | {ratio} | {'-' if f1 is None else f'{f1:.3f}'} |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, help="keep the sets here (default: a temporary folder)")
+    args = ap.parse_args()
+    peers.install(lambda m: print(m, file=sys.stderr))
+    work = args.work or Path(tempfile.mkdtemp(prefix="dupwatch-versus-"))
+    mixed, camera = work / "mixed", work / "camera"
+    if not mixed.exists():
+        generate(mixed, size=(300, 640, 1024, 2048, 3600), photos=PHOTOS)
+    if not camera.exists():
+        generate(camera, size=4032, photos=PHOTOS[:5], bad=False)
+    import json
+
+    out = ["## dupwatch beside the hash tools (whole-process wall time, one run, this machine)"]
+    for name, folder in (("mixed library", mixed), ("camera-size JPEGs", camera)):
+        truth = json.loads((folder / "truth.json").read_text())
+        out += versus(name.replace(" ", "-"), folder / "images", truth, work)
+    # CNN paths and passes per photo, in this process
+    fps = [
+        fingerprint_file(str(p), 448, 200_000_000, 1 << 30).fingerprint
+        for p in sorted((camera / "images").rglob("*.jpg"))[:64]
+    ]
+    pixels = np.stack([f.pixels for f in fps if f is not None])
+    out += ["\n| CNN path (batch 16) | throughput | min cosine to fp32 eager | ready in |", "|---|---|---|---|"]
+    for path, seconds, cosine, build in cnn_paths(pixels):
+        out.append(f"| {path} | {_rate(len(pixels), seconds)} | {cosine:.5f} | {build:.1f} s |")
+    emb = default_embedder()
+    cfg = Config(db=work / "passes.db", workers=2)
+    with open_pipeline(cfg, Store(cfg.db), emb) as p:
+        stats = p.scan([mixed / "images"])
+    one = work / "one"
+    one.mkdir(exist_ok=True)
+    first = sorted((camera / "images").rglob("*.jpg"))[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    times = []
+    for i in range(3):
+        t = time.perf_counter()
+        subprocess.run([str(DUPWATCH), "--db", str(work / f"one{i}.db"), "-q", "scan", str(one)], check=True)
+        times.append(time.perf_counter() - t)
+    out += [
+        "",
+        f"CNN passes per photo (mixed library, in process): {emb.images / max(1, stats.fingerprinted):.2f}",
+        f"`dupwatch scan` of one camera photo, new database: {statistics.median(times):.2f} s (median of 3)",
+        f"peak RSS of the dupwatch scans: {', '.join(f'{p:.0f}' for p in PEAKS)} MB",
+    ]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
