@@ -59,7 +59,7 @@ def dupwatch_scan(root: Path, db: Path) -> tuple[list[list[str]], float]:
 def versus(name: str, root: Path, truth: dict, work: Path) -> list[str]:
     files = sum(1 for p in root.rglob("*") if p.is_file())
     groups, ours = dupwatch_scan(root, work / f"{name}.db")
-    rows = [("**dupwatch** scan", ours, score(truth, relative(groups, root)).f1)]
+    rows: list[tuple[str, float, float | None]] = [("**dupwatch** scan", ours, score(truth, relative(groups, root)).f1)]
     t = time.perf_counter()
     phash = peers.imagededup(root, "PHash")
     phash_wall = time.perf_counter() - t
