@@ -161,7 +161,9 @@ def _embedder(cfg: Config) -> Embedder:
     def load() -> Embedder:
         from dupwatch.hashing.embedding import default_embedder
 
-        return default_embedder(batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision)
+        cores = len(os.sched_getaffinity(0))
+        threads = cfg.cnn_threads(cores)
+        return default_embedder(cfg.batch_size, cfg.device, cfg.precision, threads=threads)
 
     return LazyEmbedder(load)
 
@@ -258,7 +260,9 @@ def scan(obj: Context, dirs: tuple[Path, ...], **overrides: Any) -> None:
 
 def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
     from dupwatch.daemon.pipeline import open_pipeline
+    from dupwatch.daemon.priority import one_blas_thread
 
+    one_blas_thread()
     started = time.monotonic()
     with _writing(cfg) as store:
         progress = _Progress(quiet)
@@ -648,8 +652,9 @@ def watch(
     def reload() -> Config:
         return load_config(obj.config_path).with_overrides(on_duplicate=on_duplicate, **overrides)
 
-    from dupwatch.daemon.priority import lower_priority
+    from dupwatch.daemon.priority import lower_priority, one_blas_thread
 
+    one_blas_thread()
     for change in lower_priority(cfg.nice, io_idle=cfg.nice > 0):  # before the workers start: they inherit it
         log.info("priority: %s", change)
     service = Service(cfg, roots, _embedder(cfg), polling=polling, reload_config=reload)

@@ -37,3 +37,12 @@ def lower_priority(nice: int, io_idle: bool) -> list[str]:
         else:
             log.debug("I/O priority unchanged: %s", os.strerror(ctypes.get_errno()))
     return done
+
+
+def one_blas_thread() -> None:
+    """numpy's BLAS (OpenBLAS) runs a thread per core, spinning while it waits; beside the CNN's threads and the
+    decode workers that oversubscribes the cores. The matching's small matrices gain nothing from more threads,
+    and under one other busy process a scan of 202 files took 25 s with them and 17 s without (README, Speed)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")

@@ -8,6 +8,7 @@ import resource
 import time
 from collections.abc import Callable
 
+from dupwatch.daemon.priority import one_blas_thread
 from dupwatch.hashing.fingerprint import FileResult
 
 # What a decoding worker runs for one path: (path, max_side, max_pixels, max_bytes) -> its FileResult. A module-level
@@ -37,6 +38,7 @@ def init_worker(headroom: int) -> None:
     os.dup2(devnull, 2)
     os.close(devnull)
     limit_memory(headroom)
+    one_blas_thread()
 
 
 def limit_memory(headroom: int) -> None:

@@ -175,8 +175,11 @@ class TorchEmbedder:
     precision: str = "auto"  # auto, fp32, bf16 (falls back to fp32 without native bf16), fp16 (CUDA)
     frozen: bool = True  # a frozen TorchScript graph instead of eager modules
     cache_dir: Path | None = None  # where frozen graphs are kept (None: built in every process)
+    threads: int | None = None  # torch's intra-op threads for this process (None: torch's choice)
 
     def __post_init__(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
         if self.device is None:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = self.model.to(self.device).eval()
@@ -248,6 +251,7 @@ def default_embedder(
     precision: str = "auto",
     frozen: bool = True,
     cache_dir: Path | None = None,
+    threads: int | None = None,
 ) -> TorchEmbedder:
     return TorchEmbedder(
         load_lite0(),
@@ -256,6 +260,7 @@ def default_embedder(
         precision=precision,
         frozen=frozen,
         cache_dir=cache_dir or default_cache_dir(),
+        threads=threads,
     )
 
 
