@@ -145,3 +145,17 @@ def test_scans_use_one_blas_thread() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[1]"
+
+
+def test_the_readme_example_config_is_valid(tmp_path: Path) -> None:
+    """Every key the README shows is one the config accepts, with a value in range."""
+    import re
+
+    from dupwatch.daemon.config import load_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", readme, re.S)
+    assert block is not None
+    (tmp_path / "c.toml").write_text(block.group(1))
+    cfg = load_config(tmp_path / "c.toml")
+    assert cfg.port == 8765 and cfg.precision == "auto" and cfg.rotated_min_cosine == 0.35

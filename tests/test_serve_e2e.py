@@ -21,18 +21,9 @@ from PIL import Image
 
 from tests.helpers import tree_digest, wait_until
 from tests.serve_helpers import scanned_library
+from tests.test_html import CHROMIUM, FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BROWSER_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @contextmanager
@@ -153,7 +144,9 @@ def test_review_in_a_real_browser_resolve_and_undo_from_the_page(tmp_path: Path,
     before = tree_digest(root)
     args = ["--db", str(cfg.db), "serve", "--move-to", str(tmp_path / "quarantine")]
     with running(args, tmp_path / "s.log") as (_, url), sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=FLAGS
+        )  # --headless too: playwright's own flag, given twice
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -199,6 +192,5 @@ def test_review_in_a_real_browser_resolve_and_undo_from_the_page(tmp_path: Path,
         assert "new duplicate group" in page.locator("#toast").inner_text()
         assert not errors, errors
         browser.close()
-    os.environ.get("DUPWATCH_KEEP_SCREENSHOT") and shutil.copy(
-        tmp_path / "review.png", os.environ["DUPWATCH_KEEP_SCREENSHOT"]
-    )
+    if os.environ.get("DUPWATCH_KEEP_SCREENSHOT"):  # for the README
+        shutil.copy(tmp_path / "review.png", os.environ["DUPWATCH_KEEP_SCREENSHOT"])
