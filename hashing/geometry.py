@@ -49,23 +49,39 @@ def estimate_affine(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[int, n
     x = np.hstack([pa, np.ones((n, 1))])
     rng = np.random.default_rng(seed)
     picks = np.argpartition(rng.random((RANSAC_ITERATIONS, n)), 2, axis=1)[:, :3]  # 3 distinct matches each
+    # the first hypotheses alone settle a copy (most matches agree: any sample of three inliers finds the map);
+    # only when they leave it open are all of them scored
+    found = _best_model(x, pb, picks[:_FIRST_HYPOTHESES])
+    if found is None or found[0] < _SETTLED_SHARE * n:
+        found = _best_model(x, pb, picks)
+    if found is None:
+        return 0, None
+    count, model, inl = found
+    if inl.sum() >= 3:
+        model = np.linalg.lstsq(x[inl], pb[inl], rcond=None)[0]
+    return count, model
+
+
+_FIRST_HYPOTHESES = 32
+_SETTLED_SHARE = 0.8  # of the mutual matches agreeing on one map
+
+
+def _best_model(x: np.ndarray, pb: np.ndarray, picks: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """(inliers, model, inlier mask) of the best affine map among those solved from `picks` (triples of
+    matches), or None when no triple gives a usable map."""
     xs, ys = x[picks], pb[picks]  # (iters, 3, 3), (iters, 3, 2)
     ok = np.abs(np.linalg.det(xs)) > 1e-6
     if not ok.any():
-        return 0, None
+        return None
     models = np.linalg.solve(xs[ok], ys[ok])  # (k, 3, 2): pb ~ [pa, 1] @ M
     area = np.abs(np.linalg.det(models[:, :2, :2]))
     models = models[(area > _MIN_AREA_SCALE) & (area < _MAX_AREA_SCALE)]
     if len(models) == 0:
-        return 0, None
+        return None
     err = np.linalg.norm(np.matmul(x[None], models) - pb[None], axis=2)
     counts = (err < INLIER_TOLERANCE).sum(axis=1)
     best = int(counts.argmax())
-    inl = err[best] < INLIER_TOLERANCE
-    model = models[best]
-    if inl.sum() >= 3:
-        model = np.linalg.lstsq(x[inl], pb[inl], rcond=None)[0]
-    return int(counts[best]), model
+    return int(counts[best]), models[best], err[best] < INLIER_TOLERANCE
 
 
 _KERNEL = np.array([1, 4, 6, 4, 1], dtype=np.float32) / 16
@@ -107,16 +123,22 @@ def aligned_agreement(a: np.ndarray, b: np.ndarray, model: np.ndarray, grid: int
     warped = warp(Image.fromarray(b, mode="F"))
     inside = warp(Image.new("F", b.shape[::-1], 1.0)) > 0.999
     step = size // 4
-    cors = []
-    for by in range(4):
-        for bx in range(4):
-            sl = (slice(by * step, (by + 1) * step), slice(bx * step, (bx + 1) * step))
-            m = inside[sl]
-            if m.sum() < 0.4 * step * step:
-                continue
-            x, y = a[sl][m], warped[sl][m]
-            if x.std() < 2.0 or y.std() < 2.0:  # flat: no evidence either way
-                continue
-            x, y = x - x.mean(), y - y.mean()
-            cors.append(float((x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum())))
-    return float(np.median(cors)) if len(cors) >= 3 else None
+
+    def blocks(im: np.ndarray) -> np.ndarray:  # (16, step * step): the 4x4 blocks, row by row
+        return im[: 4 * step, : 4 * step].reshape(4, step, 4, step).swapaxes(1, 2).reshape(16, step * step)
+
+    m = blocks(inside).astype(np.float64)
+    x, y = blocks(a).astype(np.float64), blocks(warped).astype(np.float64)
+    count = m.sum(axis=1)
+    enough = count >= 0.4 * step * step
+    safe = np.maximum(count, 1)
+    mx, my = (x * m).sum(axis=1) / safe, (y * m).sum(axis=1) / safe
+    dx, dy = (x - mx[:, None]) * m, (y - my[:, None]) * m
+    sxx, syy, sxy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1), (dx * dy).sum(axis=1)
+    # flat blocks (std < 2 grey levels) are no evidence either way
+    textured = (sxx / safe >= 4.0) & (syy / safe >= 4.0)
+    use = enough & textured
+    if use.sum() < 3:
+        return None
+    cors = sxy[use] / np.sqrt(sxx[use] * syy[use])
+    return float(np.median(cors))
