@@ -3,7 +3,7 @@
     python -m bench.versus [--out DIR]
 
 Two labelled sets from bench/datagen.py (the demo's generator): a mixed library (every sample photo with its
-variants, originals cycling through 300, 640, 1024, 2048 and 3600 px) and camera-size JPEG originals (4032x3024,
+variants, originals cycling through 300, 640, 1024, 2048 and 3600 px) and camera-size JPEGs (4032 px originals,
 the first five photos with their variants). Each tool runs as a new process on the whole folder, timed from start
 to exit (dupwatch: `dupwatch scan` into a new database, model load included; imagededup: its PHash
 `find_duplicates` in its own interpreter; findimagedupes: the Debian program, 90 %). Then: CNN ms/img per inference
@@ -28,6 +28,7 @@ from bench.datagen import PHOTOS, generate
 from bench.scoring import relative, score
 from bench.speed import _rate, cnn_paths
 from dupwatch.daemon.config import Config
+from dupwatch.daemon.demo import VARIANTS
 from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.store import Store
 from dupwatch.hashing.embedding import default_embedder
@@ -100,7 +101,8 @@ def main() -> None:
     if not mixed.exists():
         generate(mixed, size=(300, 640, 1024, 2048, 3600), photos=PHOTOS)
     if not camera.exists():
-        generate(camera, size=4032, photos=PHOTOS[:5], bad=False)
+        jpeg_only = tuple(v for v in VARIANTS if v.name not in ("format_png", "format_webp"))
+        generate(camera, size=4032, photos=PHOTOS[:5], bad=False, variants=jpeg_only)
     import json
 
     out = ["## dupwatch beside the hash tools (whole-process wall time, one run, this machine)"]
