@@ -112,7 +112,9 @@ def plan(
     similar: bool = False,
 ) -> list[Step]:
     """The steps for every duplicate group (or `groups`), each with its refusal, if any; with `similar`, for the
-    similar-shot groups instead (only when asked for explicitly). Nothing is touched."""
+    similar-shot groups instead (only when asked for explicitly; the best shot is kept). Nothing is touched."""
+    if similar:
+        policy = (policy or KeeperPolicy()).best_shot()
     roots = store.decisions.roots()
     quarantines = store.journal.quarantines() + ([str(quarantine)] if quarantine else [])
     selected = set(groups)

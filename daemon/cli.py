@@ -347,7 +347,7 @@ def _build_report(cfg: Config, tier: str = "copy", filters: Filters | None = Non
 
     similar = tier == "similar"
     policy = KeeperPolicy.from_config(cfg)
-    return build_report(_store(cfg, readonly=True), policy.best_shot() if similar else policy, similar, filters)
+    return build_report(_store(cfg, readonly=True), policy, similar, filters)
 
 
 def tier_option(what: str) -> Callable[[F], F]:
@@ -786,10 +786,7 @@ def resolve(
     with _writing(cfg) as store:
         try:
             policy = KeeperPolicy.from_config(cfg)
-            if tier == "similar":
-                steps = plan(store, action_mode, quarantine, groups, policy.best_shot(), similar=True)
-            else:
-                steps = plan(store, action_mode, quarantine, groups, policy)
+            steps = plan(store, action_mode, quarantine, groups, policy, similar=tier == "similar")
         except ActionError as e:
             raise click.UsageError(str(e)) from None
         ready = [s for s in steps if s.refused is None]

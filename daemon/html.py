@@ -13,7 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dupwatch.daemon.reports import Report, summary
-from dupwatch.daemon.thumbnails import THUMB_SIDE, ThumbnailCache, data_uri, jpeg_bytes, thumbnail_image
+from dupwatch.daemon.thumbnails import THUMB_SIDE, ThumbnailCache, data_uri, thumbnail_jpeg
 
 PAGE_SIZE = 50
 
@@ -23,11 +23,7 @@ def thumbnail(
 ) -> str | None:
     """A small upright JPEG as a data URI (through the thumbnail cache beside the database, when given); None when
     the file cannot be read now (the page shows a placeholder)."""
-    if cache is not None:
-        data = cache.get(path, content_hash, side)
-    else:
-        im = thumbnail_image(path, side)
-        data = None if im is None else jpeg_bytes(im)
+    data = cache.get(path, content_hash, side) if cache is not None else thumbnail_jpeg(path, side)
     return None if data is None else data_uri(data)
 
 

@@ -165,7 +165,10 @@ def build_report(
     store: Store, policy: KeeperPolicy | None = None, similar: bool = False, filters: Filters | None = None
 ) -> Report:
     """Groups sorted by reclaimable space, largest first, each with its proposed keeper: the duplicate groups, or
-    with `similar` the similar-shot groups; `filters` re-decide from the stored evidence."""
+    with `similar` the similar-shot groups (keeping the best shot: `KeeperPolicy.best_shot`); `filters` re-decide
+    from the stored evidence."""
+    if similar:
+        policy = (policy or KeeperPolicy()).best_shot()
     report = Report(tier=str(Tier.SIMILAR if similar else Tier.COPY))
     chosen = store.decisions.keepers()
     for gid, recs, stored_pairs, inside in _groups(store, similar, filters or Filters()):

@@ -44,6 +44,12 @@ def jpeg_bytes(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def thumbnail_jpeg(path: str, side: int = THUMB_SIDE) -> bytes | None:
+    """`thumbnail_image` as JPEG bytes; None when the file cannot be read now."""
+    im = thumbnail_image(path, side)
+    return None if im is None else jpeg_bytes(im)
+
+
 def data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
@@ -67,11 +73,8 @@ class ThumbnailCache:
                 return cached.read_bytes()
             except OSError:
                 pass
-        im = thumbnail_image(path, side)
-        if im is None:
-            return None
-        data = jpeg_bytes(im)
-        if cached is not None:
+        data = thumbnail_jpeg(path, side)
+        if data is not None and cached is not None:
             self._keep(cached, data)
         return data
 

@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message
 
-from dupwatch.daemon.actions import ActionError, execute, plan, undo
+from dupwatch.daemon.actions import ActionError, Step, execute, plan, undo
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.ignoring import IgnoreError, ignore_group, ignore_member, unignore_id
 from dupwatch.daemon.keeper import KeeperPolicy
@@ -34,7 +34,7 @@ from dupwatch.daemon.lock import AlreadyRunning, WriterLock
 from dupwatch.daemon.records import FileRecord, FileStatus
 from dupwatch.daemon.store import ActionMode, Store
 from dupwatch.daemon.store.graph import DUPLICATES, SHOTS
-from dupwatch.daemon.thumbnails import THUMB_SIDE, ThumbnailCache, jpeg_bytes, thumbnail_image
+from dupwatch.daemon.thumbnails import THUMB_SIDE, ThumbnailCache, thumbnail_jpeg
 from dupwatch.daemon.web import live
 from dupwatch.daemon.web.guard import Access, Guard, PathRefused, json_error, plain_path
 from dupwatch.daemon.web.review import PAGE_SIZE, Reports, action_log, review_page
@@ -79,23 +79,11 @@ class Writer:
                         f"{e}: review beside a running daemon with 'dupwatch watch --serve', or stop it first"
                     ) from None
             try:
-                store = Store(self.cfg.db)
-                try:
+                with Store(self.cfg.db) as store:
                     yield store
-                finally:
-                    store.close()
             finally:
                 if lock is not None:
                     lock.release()
-
-
-@contextmanager
-def _reading(cfg: Config) -> Iterator[Store]:
-    store = Store(cfg.db, readonly=True)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def _int(value: str | None, default: int, low: int, high: int) -> int:
@@ -103,6 +91,10 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
         return min(max(int(value or default), low), high)
     except ValueError:
         return default
+
+
+def _reasons(steps: list[Step]) -> list[dict[str, str | None]]:
+    return [{"path": s.file.path, "reason": s.refused} for s in steps]
 
 
 def _similar(tier: object) -> bool:
@@ -140,7 +132,7 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
     def groups(request: Request) -> Response:
         q = request.query_params
         similar = _similar(q.get("tier"))
-        with _reading(cfg) as store:
+        with Store(cfg.db, readonly=True) as store:
             gen = store.gen  # read first: a change after it makes the page reload again
             report = reports.get(store, similar)
         page_no, size = _int(q.get("page"), 1, 1, 1 << 30), _int(q.get("size"), PAGE_SIZE, 1, 500)
@@ -150,13 +142,12 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
         """/api/thumb?path=... (cached by content) and /api/preview?path=... (large, made on demand)."""
         preview = request.url.path.endswith("/preview")
         try:
-            with _reading(cfg) as store:
+            with Store(cfg.db, readonly=True) as store:
                 rec = _live_record(store, request.query_params.get("path", ""))
         except PathRefused as e:
             return json_error(e.status, e.reason)
         if preview:
-            im = thumbnail_image(rec.path, PREVIEW_SIDE)
-            data = None if im is None else jpeg_bytes(im)
+            data = thumbnail_jpeg(rec.path, PREVIEW_SIDE)
         else:
             data = thumbs.get(rec.path, rec.content_hash, THUMB_SIDE)
         if data is None:
@@ -167,7 +158,7 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
         return JSONResponse(live.snapshot(cfg))
 
     def log_(request: Request) -> Response:
-        with _reading(cfg) as store:
+        with Store(cfg.db, readonly=True) as store:
             return JSONResponse(action_log(store))
 
     async def events(request: Request) -> Response:
@@ -207,7 +198,7 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
                     return json_error(400, "the uploaded image is empty")
                 hits, query = await _search_bytes(data, upload.filename or "upload", k), upload.filename
             elif isinstance(given, str) and given:
-                with _reading(cfg) as store:
+                with Store(cfg.db, readonly=True) as store:
                     path = plain_path(given, store.decisions.roots())
                 hits, query = await searcher.search(path, k, exclude=path), path
             else:
@@ -287,11 +278,10 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
 
         def run(store: Store) -> Response:
             similar = _similar(body.get("tier"))
-            steps = plan(store, mode, quarantine, [gid], policy.best_shot() if similar else policy, similar=similar)
+            steps = plan(store, mode, quarantine, [gid], policy, similar=similar)
             ready = [s for s in steps if s.refused is None]
             if not ready:
-                reasons = [{"path": s.file.path, "reason": s.refused} for s in steps]
-                return json_error(409, "nothing moved: every file was refused", refused=reasons)
+                return json_error(409, "nothing moved: every file was refused", refused=_reasons(steps))
             out = execute(store, steps, mode, quarantine)
             return JSONResponse(
                 {
@@ -299,8 +289,8 @@ def create_app(cfg: Config, searcher: Searcher | None, writer: Writer, access: A
                     "moved": out.moved,
                     "to": "the trash" if quarantine is None else str(quarantine),
                     "keeper": ready[0].keeper.path,
-                    "refused": [{"path": s.file.path, "reason": s.refused} for s in out.refused],
-                    "failed": [{"path": s.file.path, "reason": s.refused} for s in out.failed],
+                    "refused": _reasons(out.refused),
+                    "failed": _reasons(out.failed),
                 }
             )
 

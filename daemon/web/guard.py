@@ -41,7 +41,6 @@ def is_loopback(host: str) -> bool:
 class Access:
     """The rules of one running server. `token` None: loopback only, no token asked."""
 
-    host: str = "127.0.0.1"
     token: str | None = None
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
@@ -50,7 +49,7 @@ class Access:
         """A non-loopback bind always has a token: the one given, or a new one (the caller prints it)."""
         if token is None and not is_loopback(host):
             token = secrets.token_urlsafe(24)
-        return cls(host=host, token=token)
+        return cls(token=token)
 
     def host_allowed(self, header: str) -> bool:
         """On loopback, only loopback names (a page on evil.example resolving to 127.0.0.1 is refused); on any
@@ -101,8 +100,7 @@ class Guard:
         request = Request(scope)
         refusal = self._refusal(request)
         if refusal is not None:
-            status, message = refusal
-            await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+            await json_error(*refusal)(scope, receive, send)
             return
         if self.access.token is None or request.query_params.get("token") is None:
             await self.app(scope, receive, send)
@@ -149,7 +147,7 @@ def plain_path(raw: str, roots: Sequence[str]) -> str:
     are judged like any others."""
     if not raw or "\0" in raw or not raw.startswith("/"):
         raise PathRefused(400, "an absolute path is needed")
-    if os.path.normpath(raw) != raw or "/../" in raw + "/" or "/./" in raw + "/":
+    if os.path.normpath(raw) != raw:  # normpath collapses '..', '.' and inner '//'
         raise PathRefused(403, "the path is not in plain form (no '..', '.', '//')")
     if not any(is_under(raw, r) for r in roots):
         raise PathRefused(403, "outside the watched folders")

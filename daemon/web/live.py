@@ -21,12 +21,9 @@ _DAEMON_FIGURES = ("pid", "state", "queue", "pending", "processed", "duplicates"
 
 def snapshot(cfg: Config) -> dict[str, Any]:
     """What the page's status bar shows: counts from the database (and its generation), the daemon's figures."""
-    store = Store(cfg.db, readonly=True)
-    try:
+    with Store(cfg.db, readonly=True) as store:
         counts = store.read.counts()
         gen = store.gen
-    finally:
-        store.close()
     daemon = read_status(cfg)
     return {
         "gen": gen,

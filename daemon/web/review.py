@@ -46,7 +46,7 @@ class Reports:
             kept = self._kept.get(similar)
             if key is not None and kept is not None and kept[0] == key:
                 return kept[1]
-        report = build_report(store, self.policy.best_shot() if similar else self.policy, similar)
+        report = build_report(store, self.policy, similar)
         if key is not None:
             with self._lock:
                 self._kept[similar] = (key, report)

@@ -69,9 +69,6 @@ class Searcher:
     async def search(self, path: str, k: int, exclude: str | None = None) -> list[Hit]:
         return await asyncio.wrap_future(self._thread.submit(self._search, path, k, exclude))
 
-    def search_now(self, path: str, k: int, exclude: str | None = None) -> list[Hit]:
-        return self._thread.submit(self._search, path, k, exclude).result()
-
     def close(self) -> None:
         self._thread.submit(self._close).result()
         self._thread.shutdown(wait=True)
