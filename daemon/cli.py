@@ -699,7 +699,7 @@ def serve(obj: Context, host: str | None, port: int | None, token: str | None, q
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--tier", type=click.Choice(["copy", "similar"]), default="copy", show_default=True)
+@tier_option("copy: the keeper of PATH's duplicate group; similar: of its similar-shot group.")
 @pass_obj
 def keep(obj: Context, path: Path, tier: str) -> None:
     """Make PATH the keeper of its group (its similar-shot group with --tier similar), over the keeper rules:

@@ -198,7 +198,8 @@ class TorchEmbedder:
         return self._path
 
     def preload(self) -> None:
-        """Loaded already (the inference path is built at the first batch)."""
+        """Nothing to do: the network is loaded; its inference path is built at the first batch (quick from the
+        cache)."""
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         return self.embed_with_local(pixels)[0]

@@ -163,12 +163,9 @@ def build_path(
 ) -> InferencePath:
     """The fastest path this machine offers for `model` (an eval-mode FeatureNetwork)."""
     start = time.perf_counter()
-    net = fold_batchnorm(model).to(device=device)
-    net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    wrapper = _Features(net, precision).eval()
-    if not frozen:
-        return InferencePath(wrapper, device, precision, False, time.perf_counter() - start)
-    path = None if cache_dir is None else cache_dir / f"cnn-{_cache_key(model, device, precision, batch)}.pt"
+    path = None
+    if frozen and cache_dir is not None:
+        path = cache_dir / f"cnn-{_cache_key(model, device, precision, batch)}.pt"
     if path is not None and path.exists():
         try:
             with warnings.catch_warnings():
@@ -178,6 +175,12 @@ def build_path(
             return InferencePath(graph, device, precision, True, time.perf_counter() - start, cached=True)
         except (RuntimeError, OSError, ValueError) as e:
             log.warning("CNN graph cache %s unusable (%s): building it again", path, e)
+    # the folded network is only needed to run eagerly or to trace: a cached graph carries its own weights
+    net = fold_batchnorm(model).to(device=device)
+    net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    wrapper = _Features(net, precision).eval()
+    if not frozen:
+        return InferencePath(wrapper, device, precision, False, time.perf_counter() - start)
     example = torch.zeros(batch, 3, 224, 224, device=device)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings: the 'SAME' padding is fixed for 224 px inputs
