@@ -215,10 +215,7 @@ def sync_index(source: EmbeddingSource, store_gen: int, path: Path, params: Inde
             raise IndexError_("index is newer than the database (restored from a backup?)")
         if index.gen < store_gen:
             log.info("index is at generation %d, database at %d: catching up", index.gen, store_gen)
-            for fid in source.not_live_since(index.gen):
-                index.remove(fid)
-            for ids, vecs in source.live_embeddings(since_gen=index.gen):
-                index.add(ids, vecs)
+            catch_up(index, source, index.gen)
         if len(index) != source.live_count():
             raise IndexError_(f"index holds {len(index)} live items, database {source.live_count()}")
         index.gen = store_gen
@@ -227,6 +224,19 @@ def sync_index(source: EmbeddingSource, store_gen: int, path: Path, params: Inde
         if path.exists() or EmbeddingIndex.meta_path(path).exists():
             log.warning("rebuilding the embedding index from the database: %s", e)
         return rebuild_index(source, store_gen, params)
+
+
+def catch_up(index: EmbeddingIndex, source: EmbeddingSource, since_gen: int) -> tuple[list[int], list[int]]:
+    """Bring `index` from `since_gen` to the source's present: rows that left the live set are removed, rows added
+    or changed since are (re-)added. Returns (removed ids, added ids)."""
+    gone = source.not_live_since(since_gen)
+    for fid in gone:
+        index.remove(fid)
+    added: list[int] = []
+    for ids, vecs in source.live_embeddings(since_gen=since_gen):
+        index.add(ids, vecs)
+        added += ids.tolist()
+    return gone, added
 
 
 def rebuild_index(source: EmbeddingSource, store_gen: int, params: IndexParams) -> EmbeddingIndex:

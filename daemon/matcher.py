@@ -195,9 +195,6 @@ class Matcher:
         for i in fetch:
             sims.setdefault(i, float(vecs[i] @ q))
         if embed_views and probe.pixels is not None:  # every dihedral view that may be needed in one CNN batch
-            # only for candidates the CNN already finds somewhat alike as they are: its features are fairly
-            # tolerant to a turn (rotated and mirrored copies score 0.49-0.99 unturned), while the strangers a
-            # rotated view's hash brings score ~0.1-0.3; each view embedded is one more CNN pass for this photo
             wanted = sorted({cands[i][0] for i in ids if self._turn_worth_trying(cands[i][0], sims[i])} - set(cache))
             if wanted:
                 g, loc = self.embedder.embed_with_local(np.stack([dihedral(probe.pixels, v) for v in wanted]))

@@ -25,7 +25,7 @@ import numpy as np
 
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.files import is_under, scan_tree
-from dupwatch.daemon.index import EmbeddingIndex, IndexParams, sync_index
+from dupwatch.daemon.index import EmbeddingIndex, IndexParams, catch_up, sync_index
 from dupwatch.daemon.matcher import LocalDetail, Match, Matcher, Probe
 from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairRecord, Tier
 from dupwatch.daemon.store import KnownFile, Store
@@ -244,21 +244,17 @@ class Pipeline:
         self._seen_gen = gen
         if not foreign:
             return 0
-        touched = 0
-        for fid in self.store.files.not_live_since(since):
-            self.matcher.remove(fid)
-            touched += 1
-        for ids, vecs in self.store.files.live_embeddings(since_gen=since):
-            recs = self.store.files.many(ids.tolist())
-            for fid in ids.tolist():
-                self.matcher.remove(fid)
-            self.index.add(ids, vecs)
-            for fid, rec in recs.items():
-                if rec.ahash is not None and rec.chash is not None:
-                    self.matcher.load_hashes(
-                        np.array([fid]), np.array([rec.ahash], np.uint64), np.array([rec.chash], np.uint64)
-                    )
-            touched += len(ids)
+        gone, added = catch_up(self.index, self.store.files, since)  # as after a crash (index.sync_index)
+        for fid in gone:
+            self.matcher.remove(fid)  # its hashes
+        hashed = [r for r in self.store.files.many(added).values() if r.ahash is not None and r.chash is not None]
+        if hashed:
+            self.matcher.load_hashes(
+                np.array([r.id for r in hashed]),
+                np.array([r.ahash for r in hashed], np.uint64),
+                np.array([r.chash for r in hashed], np.uint64),
+            )
+        touched = len(gone) + len(added)
         if touched:
             self._dirty = True
             log.info("caught up with %d files changed by another writer", touched)
