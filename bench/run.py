@@ -26,12 +26,19 @@ from bench.scoring import Score, relative, score
 
 
 def dupwatch_cli(root: Path, db: Path) -> tuple[list[list[str]], float, float]:
-    """Scan with the real command line in a child process: (groups, seconds, the child's peak RSS in MB)."""
+    """Scan with the real command line in a child process: (groups, seconds, the scan's own peak RSS in MB, read
+    by /usr/bin/time where there is one; else the largest of this process's children so far)."""
     exe = Path(sys.executable).with_name("dupwatch")
+    scan = [str(exe), "--db", str(db), "-q", "scan", str(root)]
+    rss = db.with_name(db.name + ".rss")
+    timed = Path("/usr/bin/time").exists()
     t = time.perf_counter()
-    subprocess.run([str(exe), "--db", str(db), "-q", "scan", str(root)], check=True)
+    subprocess.run(["/usr/bin/time", "-o", str(rss), "-f", "%M", *scan] if timed else scan, check=True)
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if timed:
+        peak = int(rss.read_text().split()[-1]) / 1024
+    else:
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     out = subprocess.run(
         [str(exe), "--db", str(db), "report", "--format", "json"], check=True, capture_output=True, text=True
     ).stdout

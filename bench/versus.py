@@ -25,6 +25,7 @@ import numpy as np
 
 from bench import peers
 from bench.datagen import PHOTOS, generate
+from bench.run import dupwatch_cli
 from bench.scoring import relative, score
 from bench.speed import _rate, cnn_paths
 from dupwatch.daemon.config import Config
@@ -35,31 +36,13 @@ from dupwatch.hashing.embedding import default_embedder
 from dupwatch.hashing.fingerprint import fingerprint_file
 
 DUPWATCH = Path(sys.executable).with_name("dupwatch")
-
-
 PEAKS: list[float] = []  # MB, each dupwatch scan's own peak RSS
-
-
-def dupwatch_scan(root: Path, db: Path) -> tuple[list[list[str]], float]:
-    import json
-
-    rss = db.with_suffix(".rss")
-    t = time.perf_counter()
-    subprocess.run(
-        ["/usr/bin/time", "-o", str(rss), "-f", "%M", str(DUPWATCH), "--db", str(db), "-q", "scan", str(root)],
-        check=True,
-    )
-    seconds = time.perf_counter() - t
-    PEAKS.append(int(rss.read_text().split()[-1]) / 1024)
-    out = subprocess.run(
-        [str(DUPWATCH), "--db", str(db), "report", "--format", "json"], check=True, capture_output=True, text=True
-    ).stdout
-    return [[m["path"] for m in g["members"]] for g in json.loads(out)["groups"]], seconds
 
 
 def versus(name: str, root: Path, truth: dict, work: Path) -> list[str]:
     files = sum(1 for p in root.rglob("*") if p.is_file())
-    groups, ours = dupwatch_scan(root, work / f"{name}.db")
+    groups, ours, peak = dupwatch_cli(root, work / f"{name}.db")
+    PEAKS.append(peak)
     rows: list[tuple[str, float, float | None]] = [("**dupwatch** scan", ours, score(truth, relative(groups, root)).f1)]
     t = time.perf_counter()
     phash = peers.imagededup(root, "PHash")
