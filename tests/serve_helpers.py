@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from PIL import Image
 
 from dupwatch.daemon.config import Config
-from dupwatch.daemon.demo import load_photo, scale_to
+from dupwatch.daemon.demo import jpeg_bytes, load_photo, scale_to
 from dupwatch.hashing.embedding import Embedder
 from tests.helpers import scan_folder
 
 SIDE = 640
-
-
-def _jpeg(im: Image.Image, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 def make_library(root: Path) -> dict[str, list[Path]]:
@@ -29,15 +22,15 @@ def make_library(root: Path) -> dict[str, list[Path]]:
     coffee = scale_to(load_photo("coffee"), SIDE)
     files = {
         "chelsea": {
-            "cats/chelsea.jpg": _jpeg(cat),
-            "cats/chelsea_small.jpg": _jpeg(scale_to(cat, 400)),
-            "phone/IMG_0001.jpg": _jpeg(cat, 60),
+            "cats/chelsea.jpg": jpeg_bytes(cat, 90),
+            "cats/chelsea_small.jpg": jpeg_bytes(scale_to(cat, 400), 90),
+            "phone/IMG_0001.jpg": jpeg_bytes(cat, 60),
         },
         "coffee": {
-            "coffee/coffee.jpg": _jpeg(coffee),
-            "phone/IMG_0002.jpg": _jpeg(coffee.transpose(Image.Transpose.ROTATE_90)),
+            "coffee/coffee.jpg": jpeg_bytes(coffee, 90),
+            "phone/IMG_0002.jpg": jpeg_bytes(coffee.transpose(Image.Transpose.ROTATE_90), 90),
         },
-        "astronaut": {"space/astronaut.jpg": _jpeg(scale_to(load_photo("astronaut"), SIDE))},
+        "astronaut": {"space/astronaut.jpg": jpeg_bytes(scale_to(load_photo("astronaut"), SIDE), 90)},
     }
     for name, named in files.items():
         for rel, data in named.items():
