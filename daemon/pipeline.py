@@ -1,9 +1,9 @@
 """The pipeline: paths in, fingerprints, matches, rows and groups out. The batch scan and the watcher both use it.
 
-Per batch: decode and hash in worker processes (one core each), embed what is new in one CNN batch, match each
-file against everything before it (its batch mates included), and write the batch, its pairs and the regrouping in
-one SQLite transaction. A crash therefore loses at most the batch in hand, and a rerun picks it up again because
-unchanged files are recognised by (path, size, mtime_ns).
+Per batch: decode and hash in worker processes (one core each), embed what is new in one CNN batch (in a thread,
+while the batch before it is matched), match each file against everything before it (its batch mates included),
+and write the batch, its pairs and the regrouping in one SQLite transaction. A crash therefore loses at most the
+batches in hand, and a rerun picks them up again because unchanged files are recognised by (path, size, mtime_ns).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
@@ -118,6 +118,17 @@ class _Item:
     reuse_from: FileRecord | None = None  # identical content already fingerprinted
     moved_from: FileRecord | None = None  # a deleted row with identical content: this is a rename
 
+    def reset(self) -> None:
+        self.record = self.embedding = self.local = self.reuse_from = self.moved_from = None
+
+
+@dataclass
+class _Ahead:
+    """The CNN run on a batch's new files in a thread, while the batch before it is matched and written."""
+
+    items: list[_Item]
+    future: Future[tuple[np.ndarray, np.ndarray]]
+
 
 def _same_file(a: str, b: str) -> bool:
     try:
@@ -219,6 +230,7 @@ class Pipeline:
         self.hooks = hooks
         self.fingerprinter = fingerprinter
         self._pool: Executor | None = None
+        self._cnn: ThreadPoolExecutor | None = None  # runs the next batch's CNN while this one is matched
         self._dirty = False
         # files matched again although unchanged: their pairs were recorded before tiers, without detail evidence
         self._rematch: set[str] = set()
@@ -294,6 +306,9 @@ class Pipeline:
 
     def close(self) -> None:
         self.save_index()
+        if self._cnn is not None:
+            self._cnn.shutdown(wait=True, cancel_futures=True)
+            self._cnn = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -442,7 +457,21 @@ class Pipeline:
 
     def process(self, paths: Iterable[str], stats: ScanStats) -> Iterator[int]:
         """Fingerprint, match and record `paths` (never one inside a quarantine); yields the number of files
-        done after each batch."""
+        done after each batch. While one batch is matched and written, the CNN already runs on the next one (in a
+        thread: torch and numpy release the GIL, so matching and the CNN each keep a core busy)."""
+        held: tuple[list[_Item], _Ahead | None] | None = None
+        for batch in self._batches(paths, stats):
+            ahead = self._embed_ahead(batch)
+            if held is not None:
+                self._commit(*held, stats)
+                yield len(held[0])
+            held = (batch, ahead)
+        if held is not None:
+            self._commit(*held, stats)
+            yield len(held[0])
+
+    def _batches(self, paths: Iterable[str], stats: ScanStats) -> Iterator[list[_Item]]:
+        """Fingerprinted files in batches of the configured size (the last one smaller)."""
         batch: list[_Item] = []
         quarantines = self.store.journal.quarantines()
         paths = (p for p in paths if not any(is_under(p, q) for q in quarantines))
@@ -453,12 +482,22 @@ class Pipeline:
                 continue
             batch.append(_Item(result))
             if len(batch) >= self.cfg.batch_size:
-                self._commit(batch, stats)
-                yield len(batch)
+                yield batch
                 batch = []
         if batch:
-            self._commit(batch, stats)
-            yield len(batch)
+            yield batch
+
+    def _embed_ahead(self, batch: list[_Item]) -> _Ahead | None:
+        """Start the CNN on the files of `batch` that look new now. The batch before it is not written yet, so
+        this is a guess: `_commit` plans again, uses what was computed for the files that still need it, and
+        embeds any other itself."""
+        items = self._plan(batch)
+        if not items:
+            return None
+        if self._cnn is None:
+            self._cnn = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dupwatch-cnn")
+        pixels = np.stack([_pixels(i.result) for i in items])
+        return _Ahead(items, self._cnn.submit(self.embedder.embed_with_local, pixels))
 
     def process_now(self, paths: Sequence[str]) -> ScanStats:
         """Process a few paths to completion (the watcher's entry point)."""
@@ -467,11 +506,13 @@ class Pipeline:
             pass
         return stats
 
-    def _commit(self, batch: list[_Item], stats: ScanStats) -> None:
-        t = time.perf_counter()
+    def _plan(self, batch: list[_Item]) -> list[_Item]:
+        """Look each file of `batch` up in the store: unchanged content, a rename, an identical copy whose
+        embedding can be reused; returns the files that need the CNN."""
         to_embed: list[_Item] = []
         claimed: set[int] = set()
         for item in batch:
+            item.reset()
             r = item.result
             item.record = self.store.files.by_path(r.path)
             fp = r.fingerprint
@@ -499,15 +540,27 @@ class Pipeline:
                     break
             else:
                 to_embed.append(item)
+        return to_embed
+
+    def _commit(self, batch: list[_Item], ahead: _Ahead | None, stats: ScanStats) -> None:
+        t = time.perf_counter()
+        to_embed = self._plan(batch)
         stats.add_time("database", time.perf_counter() - t)
 
         t = time.perf_counter()
-        if to_embed:
-            pixels = np.stack([_pixels(i.result) for i in to_embed])
-            vecs, local = self.embedder.embed_with_local(pixels)
-            for item, v, loc in zip(to_embed, vecs, local, strict=True):
-                item.embedding = v.astype(np.float16).astype(np.float32)  # what the store will hold
-                item.local = loc
+        done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if ahead is not None:
+            try:
+                vecs, local = ahead.future.result()
+                done = {id(i): (v, loc) for i, v, loc in zip(ahead.items, vecs, local, strict=True)}
+            except Exception as e:  # embedded again below: a real failure then raises where it always did
+                log.debug("the CNN run ahead failed (%s): embedding the batch now", e)
+        if rest := [i for i in to_embed if id(i) not in done]:
+            vecs, local = self.embedder.embed_with_local(np.stack([_pixels(i.result) for i in rest]))
+            done.update({id(i): (v, loc) for i, v, loc in zip(rest, vecs, local, strict=True)})
+        for item in to_embed:
+            v, item.local = done[id(item)]
+            item.embedding = v.astype(np.float16).astype(np.float32)  # what the store will hold
         stats.add_time("embedding", time.perf_counter() - t)
 
         found: list[tuple[str, int, list[Match]]] = []

@@ -31,6 +31,7 @@ _TEXTURE_STD = 2.0  # band-passed grey levels: below this a block is flat on bot
 _STRONG = 6.0  # band-passed grey levels of a block with strong detail
 _AGREE = 0.15  # correlation of a block's band-passed detail above which it agrees
 _MIN_BLOCKS = 30  # fewer comparable blocks: no verdict
+_CLEAR_CHANGED = 0.05  # at most this share of the blocks disagree: the alignment is good enough
 
 
 def detail_side(width: int, height: int) -> int:
@@ -109,45 +110,61 @@ def _resize(a: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR))
 
 
-def refine(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
+# the refinement's pyramid: (scale, at most this many Gauss-Newton steps); compare checks the verdict after each
+# level, so an alignment already good at half scale is not polished at full scale
+_LEVELS = ((0.25, 20), (0.5, 8), (1.0, 3))
+
+
+def refine(a: np.ndarray, b: np.ndarray, p: np.ndarray, levels: tuple[tuple[float, int], ...] = _LEVELS) -> np.ndarray:
     """The pixel map p (a -> b) refined by Gauss-Newton on smoothed images, coarse to fine, with a gain and offset
     (exposure edits) and residuals beyond a few typical deviations down-weighted (an overlay must not pull the
     alignment)."""
     p = p.astype(np.float64).copy()
-    for scale, iterations in ((0.25, 20), (0.5, 8), (1.0, 3)):
-        sa, sb = _gauss(_resize(a, scale), 1.5), _gauss(_resize(b, scale), 1.5)
-        h, w = sa.shape
-        ps = p.copy()
-        ps[:, 2] *= scale
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
-        for _ in range(iterations):
-            wb, inside = _warp(sb, ps, (w, h))
-            if inside.sum() < 64:
-                break
-            gy, gx = np.gradient(wb)
-            ea, eb = sa[inside], wb[inside]
-            gain = (ea.std() + 1e-6) / (eb.std() + 1e-6)
-            e = (ea - ea.mean()) - gain * (eb - eb.mean())
-            spread = 1.4826 * float(np.mean(np.abs(e))) + 1e-3  # ~ a robust deviation, without a median's sort
-            weight = np.minimum(1.0, 3.0 * spread / (np.abs(e) + 1e-6))
-            try:
-                to_b = np.linalg.inv(ps[:, :2])  # image gradients in b's frame from those in a's
-            except np.linalg.LinAlgError:
-                break
-            gxa, gya = gain * gx[inside], gain * gy[inside]
-            gbx, gby = gxa * to_b[0, 0] + gya * to_b[1, 0], gxa * to_b[0, 1] + gya * to_b[1, 1]
-            x, y = xs[inside], ys[inside]
-            jac = np.empty((len(e), 6), np.float32)
-            jac[:, 0], jac[:, 1], jac[:, 2] = gbx * x, gbx * y, gbx
-            jac[:, 3], jac[:, 4], jac[:, 5] = gby * x, gby * y, gby
-            jw = jac * weight[:, None]
-            step = np.linalg.solve((jw.T @ jac).astype(np.float64) + 1e-3 * np.eye(6), (jw.T @ e).astype(np.float64))
-            ps += step.reshape(2, 3)
-            if np.abs(step[[0, 1, 3, 4]]).max() * w + np.abs(step[[2, 5]]).max() < 0.1:
-                break
-        p = ps.copy()
-        p[:, 2] /= scale
+    for scale, iterations in levels:
+        p = _refine_at(a, b, p, scale, iterations)
     return p
+
+
+def _refine_at(a: np.ndarray, b: np.ndarray, p: np.ndarray, scale: float, iterations: int) -> np.ndarray:
+    sa, sb = _gauss(_resize(a, scale), 1.5), _gauss(_resize(b, scale), 1.5)
+    h, w = sa.shape
+    ps = p.copy()
+    ps[:, 2] *= scale
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    for _ in range(iterations):
+        wb, inside = _warp(sb, ps, (w, h))
+        if inside.sum() < 64:
+            break
+        gy, gx = np.gradient(wb)
+        ea, eb = sa[inside], wb[inside]
+        gain = (ea.std() + 1e-6) / (eb.std() + 1e-6)
+        e = (ea - ea.mean()) - gain * (eb - eb.mean())
+        size = np.abs(e)
+        spread = 1.4826 * float(np.mean(size)) + 1e-3  # ~ a robust deviation, without a median's sort
+        weight = np.minimum(1.0, 3.0 * spread / (size + 1e-6))
+        try:
+            to_b = np.linalg.inv(ps[:, :2])  # image gradients in b's frame from those in a's
+        except np.linalg.LinAlgError:
+            break
+        gxa, gya = gx[inside], gy[inside]
+        gbx = gxa * np.float32(gain * to_b[0, 0]) + gya * np.float32(gain * to_b[1, 0])
+        gby = gxa * np.float32(gain * to_b[0, 1]) + gya * np.float32(gain * to_b[1, 1])
+        x, y = xs[inside], ys[inside]
+        # the Jacobian with one row per parameter (contiguous rows: the 6x6 normal matrix is one quick product)
+        jac = np.empty((6, len(e)), np.float32)
+        np.multiply(gbx, x, out=jac[0])
+        np.multiply(gbx, y, out=jac[1])
+        jac[2] = gbx
+        np.multiply(gby, x, out=jac[3])
+        np.multiply(gby, y, out=jac[4])
+        jac[5] = gby
+        jw = jac * weight
+        step = np.linalg.solve((jw @ jac.T).astype(np.float64) + 1e-3 * np.eye(6), (jw @ e).astype(np.float64))
+        ps += step.reshape(2, 3)
+        if np.abs(step[[0, 1, 3, 4]]).max() * w + np.abs(step[[2, 5]]).max() < 0.1:
+            break
+    ps[:, 2] /= scale
+    return ps
 
 
 @dataclass(frozen=True)
@@ -222,18 +239,30 @@ def _component_sizes(mask: np.ndarray) -> list[int]:
     return sizes
 
 
+def _clear(m: DetailMatch) -> bool:
+    """So few blocks disagree, none of them scattered, that a finer alignment cannot change the verdict."""
+    return m.compared >= _MIN_BLOCKS and m.changed <= _CLEAR_CHANGED and m.scattered == 0.0
+
+
 def compare(a: np.ndarray, b: np.ndarray, model: np.ndarray) -> DetailMatch:
     """Compare detail images a and b aligned by hashing.geometry's grid `model` (a -> b), at the smaller of their
     sides. The refinement can lose its way (a big overlay, a repeated pattern): the better of the refined and the
-    unrefined alignment counts."""
+    unrefined alignment counts. The alignment is refined only as far as it takes: the grid model as it is, then
+    refined to half scale, then to full scale, stopping at the first that agrees clearly (most copies stop
+    early; full scale is two thirds of the work)."""
     side = min(a.shape[0], b.shape[0])
     a32, b32 = _at(a, side), _at(b, side)
     p0 = grid_to_pixels(model, side)
     fa = band_pass(a32)
-    fine = _changes(fa, b32, refine(a32, b32, p0))
-    if fine.changed <= 0.05:
-        return fine
     coarse = _changes(fa, b32, p0)
+    if _clear(coarse):
+        return coarse
+    half = refine(a32, b32, p0, _LEVELS[:-1])
+    if _clear(found := _changes(fa, b32, half)):
+        return found
+    fine = _changes(fa, b32, refine(a32, b32, half, _LEVELS[-1:]))
+    if fine.changed <= _CLEAR_CHANGED:
+        return fine
     return min(coarse, fine, key=lambda m: (m.changed, -m.compared))
 
 

@@ -15,7 +15,9 @@ LITE0 = "efficientnet-lite0"
 
 
 class Embedder(Protocol):
-    """Anything that turns a batch of 224x224 RGB uint8 images into L2-normalised vectors (and local maps)."""
+    """Anything that turns a batch of 224x224 RGB uint8 images into L2-normalised vectors (and local maps). Its
+    methods may be called from two threads at once (the pipeline embeds the next batch while the matcher embeds
+    a turned view): an implementation serialises them if it must."""
 
     dim: int
     name: str
