@@ -181,34 +181,53 @@ class DetailMatch:
         return self.compared >= _MIN_BLOCKS and self.changed <= max_changed and self.scattered <= max_scattered
 
 
-def _correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per block (last axis: the block's pixels): Pearson correlation."""
-    x = x - x.mean(axis=-1, keepdims=True)
-    y = y - y.mean(axis=-1, keepdims=True)
-    out: np.ndarray = (x * y).sum(axis=-1) / np.sqrt((x * x).sum(axis=-1) * (y * y).sum(axis=-1) + 1e-6)
-    return out
+class _Blocks:
+    """An image cut into blocks (last axis: a block's pixels), centred per block, with each block's deviation and
+    sum of squares: one side of the block correlations, computed once for the comparisons it takes part in."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        b = _blocks(image)
+        self.std = b.std(axis=2)
+        self.centred = b - b.mean(axis=-1, keepdims=True)
+        self.squares = (self.centred * self.centred).sum(axis=-1)
+
+    def correlation(self, other: _Blocks) -> np.ndarray:
+        """Per block: Pearson correlation."""
+        out: np.ndarray = (self.centred * other.centred).sum(axis=-1) / np.sqrt(self.squares * other.squares + 1e-6)
+        return out
 
 
-def _changes(fa: np.ndarray, b: np.ndarray, p: np.ndarray) -> DetailMatch:
-    """Block verdicts for the band-passed image fa against b warped onto it by the pixel map p."""
+class _Reference:
+    """The band-passed detail of the image compared against (a), in blocks, with its gradients: the same for
+    every alignment of b tried against it."""
+
+    def __init__(self, fa: np.ndarray) -> None:
+        self.fa = fa
+        self.blocks = _Blocks(fa)
+        self.gradients = tuple(_Blocks(np.gradient(fa, axis=axis)) for axis in (0, 1))
+
+
+def _changes(ref: _Reference, b: np.ndarray, p: np.ndarray) -> DetailMatch:
+    """Block verdicts for the band-passed image of `ref` against b warped onto it by the pixel map p."""
+    fa = ref.fa
     wb, inside = _warp(b, p, (fa.shape[1], fa.shape[0]))
     fb = band_pass(wb)
-    ba, bb = _blocks(fa), _blocks(fb)
+    ba, bb = ref.blocks, _Blocks(fb)
     ok = _blocks(inside.astype(np.float32)).mean(axis=2) >= 0.9  # (NaN-free: outside samples were zeroed)
-    sa, sb = ba.std(axis=2), bb.std(axis=2)
+    sa, sb = ba.std, bb.std
     compared = ok & (np.maximum(sa, sb) > _TEXTURE_STD)
     n = int(compared.sum())
     if n == 0:
         return DetailMatch(0, 1.0, 1.0)
-    bad = compared & (_correlation(ba, bb) < _AGREE)
+    bad = compared & (ba.correlation(bb) < _AGREE)
     # Each direction of change on its own: other words on the same text line share the line's horizontal bands
     # (which agree) but not the strokes across it (which do not). A contradiction is strong detail on both sides
     # that disagrees, not detail weakened by an edit (a recolour, a blur).
     contradicts = bad & (np.minimum(sa, sb) > _STRONG)
-    for axis in (0, 1):
-        da, db = _blocks(np.gradient(fa, axis=axis)), _blocks(np.gradient(fb, axis=axis))
-        strong = np.minimum(da.std(axis=2), db.std(axis=2)) > _STRONG / 2
-        contradicts |= compared & strong & (_correlation(da, db) < _AGREE)
+    for axis, da in enumerate(ref.gradients):
+        db = _Blocks(np.gradient(fb, axis=axis))
+        strong = np.minimum(da.std, db.std) > _STRONG / 2
+        contradicts |= compared & strong & (da.correlation(db) < _AGREE)
     bad |= contradicts
     sizes = sorted(_component_sizes(contradicts), reverse=True)
     # the changed share is of the area, not of the detailed blocks: a caption bar over a photo with a plain sky
@@ -253,14 +272,14 @@ def compare(a: np.ndarray, b: np.ndarray, model: np.ndarray) -> DetailMatch:
     side = min(a.shape[0], b.shape[0])
     a32, b32 = _at(a, side), _at(b, side)
     p0 = grid_to_pixels(model, side)
-    fa = band_pass(a32)
-    coarse = _changes(fa, b32, p0)
+    ref = _Reference(band_pass(a32))
+    coarse = _changes(ref, b32, p0)
     if _clear(coarse):
         return coarse
     half = refine(a32, b32, p0, _LEVELS[:-1])
-    if _clear(found := _changes(fa, b32, half)):
+    if _clear(found := _changes(ref, b32, half)):
         return found
-    fine = _changes(fa, b32, refine(a32, b32, half, _LEVELS[-1:]))
+    fine = _changes(ref, b32, refine(a32, b32, half, _LEVELS[-1:]))
     if fine.changed <= _CLEAR_CHANGED:
         return fine
     return min(coarse, fine, key=lambda m: (m.changed, -m.compared))

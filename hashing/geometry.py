@@ -48,12 +48,12 @@ def estimate_affine(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[int, n
     pb = _grid(*b.shape[:2])[ib]
     x = np.hstack([pa, np.ones((n, 1))])
     rng = np.random.default_rng(seed)
-    picks = np.argpartition(rng.random((RANSAC_ITERATIONS, n)), 2, axis=1)[:, :3]  # 3 distinct matches each
     # the first hypotheses alone settle a copy (most matches agree: any sample of three inliers finds the map);
-    # only when they leave it open are all of them scored
-    found = _best_model(x, pb, picks[:_FIRST_HYPOTHESES])
+    # only when they leave it open are all of them drawn and scored (the same draws either way: one stream)
+    first = _triples(rng, _FIRST_HYPOTHESES, n)
+    found = _best_model(x, pb, first)
     if found is None or found[0] < _SETTLED_SHARE * n:
-        found = _best_model(x, pb, picks)
+        found = _best_model(x, pb, np.vstack([first, _triples(rng, RANSAC_ITERATIONS - _FIRST_HYPOTHESES, n)]))
     if found is None:
         return 0, None
     count, model, inl = found
@@ -64,6 +64,11 @@ def estimate_affine(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[int, n
 
 _FIRST_HYPOTHESES = 32
 _SETTLED_SHARE = 0.8  # of the mutual matches agreeing on one map
+
+
+def _triples(rng: np.random.Generator, count: int, n: int) -> np.ndarray:
+    """`count` random triples of distinct indices below n."""
+    return np.argpartition(rng.random((count, n)), 2, axis=1)[:, :3]
 
 
 def _best_model(x: np.ndarray, pb: np.ndarray, picks: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
