@@ -189,13 +189,15 @@ class TorchEmbedder:
 
     @property
     def path(self) -> InferencePath:
-        """The inference path, built (or loaded from the cache) on first use."""
-        if self._path is None:
-            assert self.device is not None
-            precision = choose_precision(self.device, self.precision)
-            self._path = build_path(self.model, self.device, precision, self.frozen, self.cache_dir, self.batch_size)
-            log.info("CNN: %s (%.1f s to get ready)", self._path.name, self._path.build_seconds)
-        return self._path
+        """The inference path, built (or loaded from the cache) on first use (once, whichever thread asks)."""
+        with self._lock:
+            if self._path is None:
+                assert self.device is not None
+                precision = choose_precision(self.device, self.precision)
+                path = build_path(self.model, self.device, precision, self.frozen, self.cache_dir, self.batch_size)
+                log.info("CNN: %s (%.1f s to get ready)", path.name, path.build_seconds)
+                self._path = path
+            return self._path
 
     def preload(self) -> None:
         """Nothing to do: the network is loaded; its inference path is built at the first batch (quick from the
@@ -210,9 +212,12 @@ class TorchEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32), np.zeros((0, 1, 1, 1), dtype=np.float16)
         glob: list[np.ndarray] = []
         local: list[np.ndarray] = []
-        with self._lock, torch.inference_mode():
-            run = self.path.run
+        run = self.path.run
+        with self._lock:
             self.images += len(pixels)
+        # no lock around the network: a frozen graph or an eval-mode module in inference mode keeps no state, so
+        # two threads (the pipeline's next batch, the matcher's turned view) run it at once, a core each
+        with torch.inference_mode():
             for start in range(0, len(pixels), self.batch_size):
                 x = to_input(pixels[start : start + self.batch_size]).to(self.device)
                 feats, loc = run(x)
