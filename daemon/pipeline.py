@@ -285,6 +285,8 @@ class Pipeline:
                 self._pool = _InProcess()
             else:  # forkserver: workers must not inherit torch's thread pools from this process
                 ctx = multiprocessing.get_context("forkserver")
+                # the server imports what a worker runs, once: each worker forked from it starts with it loaded
+                ctx.set_forkserver_preload(["dupwatch.daemon.workers", "dupwatch.hashing.fingerprint"])
                 limit = self.cfg.worker_memory_mb * (1 << 20)
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.cfg.workers, mp_context=ctx, initializer=init_worker, initargs=(limit,)
