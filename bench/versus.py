@@ -39,9 +39,14 @@ DUPWATCH = Path(sys.executable).with_name("dupwatch")
 PEAKS: list[float] = []  # MB, each dupwatch scan's own peak RSS
 
 
+def _new_db(work: Path, name: str) -> Path:
+    """A database path in a folder of its own: every scan starts from nothing, also when --work is reused."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work)) / f"{name}.db"
+
+
 def versus(name: str, root: Path, truth: dict, work: Path) -> list[str]:
     files = sum(1 for p in root.rglob("*") if p.is_file())
-    groups, ours, peak = dupwatch_cli(root, work / f"{name}.db")
+    groups, ours, peak = dupwatch_cli(root, _new_db(work, name))
     PEAKS.append(peak)
     rows: list[tuple[str, float, float | None]] = [("**dupwatch** scan", ours, score(truth, relative(groups, root)).f1)]
     t = time.perf_counter()
@@ -102,7 +107,7 @@ def main() -> None:
     for path, seconds, cosine, build in cnn_paths(pixels):
         out.append(f"| {path} | {_rate(len(pixels), seconds)} | {cosine:.5f} | {build:.1f} s |")
     emb = default_embedder()
-    cfg = Config(db=work / "passes.db", workers=2)
+    cfg = Config(db=_new_db(work, "passes"), workers=2)
     with open_pipeline(cfg, Store(cfg.db), emb) as p:
         stats = p.scan([mixed / "images"])
     one = work / "one"
@@ -110,9 +115,9 @@ def main() -> None:
     first = sorted((camera / "images").rglob("*.jpg"))[0]
     (one / first.name).write_bytes(first.read_bytes())
     times = []
-    for i in range(3):
+    for _ in range(3):
         t = time.perf_counter()
-        subprocess.run([str(DUPWATCH), "--db", str(work / f"one{i}.db"), "-q", "scan", str(one)], check=True)
+        subprocess.run([str(DUPWATCH), "--db", str(_new_db(work, "one")), "-q", "scan", str(one)], check=True)
         times.append(time.perf_counter() - t)
     out += [
         "",
