@@ -110,8 +110,9 @@ def _resize(a: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR))
 
 
-# the refinement's pyramid: (scale, at most this many Gauss-Newton steps); compare checks the verdict after each
-# level, so an alignment already good at half scale is not polished at full scale
+# the refinement's pyramid: (scale, at most this many Gauss-Newton steps); compare checks the verdict before the
+# refinement, after the half-scale level and after the full-scale one, so an alignment already good enough at half
+# scale is not polished at full scale
 _LEVELS = ((0.25, 20), (0.5, 8), (1.0, 3))
 
 
@@ -126,6 +127,7 @@ def refine(a: np.ndarray, b: np.ndarray, p: np.ndarray, levels: tuple[tuple[floa
 
 
 def _refine_at(a: np.ndarray, b: np.ndarray, p: np.ndarray, scale: float, iterations: int) -> np.ndarray:
+    """One level of `refine`: p (full-scale pixels) improved on a and b resized by `scale`."""
     sa, sb = _gauss(_resize(a, scale), 1.5), _gauss(_resize(b, scale), 1.5)
     h, w = sa.shape
     ps = p.copy()
