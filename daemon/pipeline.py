@@ -259,13 +259,7 @@ class Pipeline:
         gone, added = catch_up(self.index, self.store.files, since)  # as after a crash (index.sync_index)
         for fid in gone:
             self.matcher.remove(fid)  # its hashes
-        hashed = [r for r in self.store.files.many(added).values() if r.ahash is not None and r.chash is not None]
-        if hashed:
-            self.matcher.load_hashes(
-                np.array([r.id for r in hashed]),
-                np.array([r.ahash for r in hashed], np.uint64),
-                np.array([r.chash for r in hashed], np.uint64),
-            )
+        self.matcher.load_hashes(*self.store.files.live_hashes(added))
         touched = len(gone) + len(added)
         if touched:
             self._dirty = True

@@ -114,6 +114,10 @@ def test_unsigned_64_bit_hashes_survive(tmp_path: Path) -> None:
     assert rec is not None and rec.ahash == (1 << 64) - 3
     ids, ahashes, _ = s.files.live_hashes()
     assert int(ahashes[list(ids).index(fid)]) == (1 << 64) - 3
+    other = _file(s, "b.jpg", 2, ahash=5)
+    ids, ahashes, _ = s.files.live_hashes([fid])  # only those asked for (a pipeline catching up)
+    assert ids.tolist() == [fid] and int(ahashes[0]) == (1 << 64) - 3
+    assert s.files.live_hashes([other])[0].tolist() == [other]
 
 
 def test_groups_are_components_with_stable_ids(tmp_path: Path) -> None:

@@ -150,11 +150,18 @@ class Files:
 
     # -- what the indexes are built from ----------------------------------------------------------------------
 
-    def live_hashes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, ahash, chash) of every fingerprinted live file, for the Hamming index."""
-        rows = self.db.execute(
-            "SELECT id, ahash, chash FROM files WHERE status = ? AND ahash IS NOT NULL", [str(FileStatus.OK)]
-        ).fetchall()
+    def live_hashes(self, ids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, ahash, chash) of every fingerprinted live file (of those among `ids` when given), for the Hamming
+        index."""
+        sql = "SELECT id, ahash, chash FROM files WHERE status = ? AND ahash IS NOT NULL"
+        if ids is None:
+            rows = self.db.execute(sql, [str(FileStatus.OK)]).fetchall()
+        else:
+            wanted, rows = list(ids), []
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows += self.db.execute(f"{sql} AND id IN ({marks})", [str(FileStatus.OK), *chunk]).fetchall()
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint64)
         arr = np.array(rows, dtype=np.int64)
