@@ -5,6 +5,7 @@ the database, keyed by content hash, so that a photo is shrunk once whatever its
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import os
@@ -82,6 +83,7 @@ class ThumbnailCache:
     def _keep(target: Path, data: bytes) -> None:
         """Write beside and rename: a reader never sees half a thumbnail; a cache that cannot be written is only
         slower."""
+        tmp = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
@@ -90,3 +92,6 @@ class ThumbnailCache:
             os.replace(tmp, target)
         except OSError as e:
             log.warning("thumbnail cache %s not written: %s", target, e)
+            if tmp is not None:  # our own temporary file in the cache folder (a full disk): not left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)

@@ -13,6 +13,7 @@ stored by one machine stay comparable with those of another.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
@@ -194,9 +195,9 @@ def build_path(
 
 
 def _save(graph: torch.jit.ScriptModule, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.jit.save(graph, str(tmp))
@@ -204,3 +205,5 @@ def _save(graph: torch.jit.ScriptModule, path: Path) -> None:
         log.info("CNN graph cached at %s", path)
     except (OSError, RuntimeError) as e:
         log.warning("CNN graph not cached (%s): it is built again next time", e)
+        with contextlib.suppress(OSError):  # our own half-written file in the cache folder (a full disk)
+            tmp.unlink()

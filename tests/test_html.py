@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -12,10 +13,12 @@ import pytest
 from PIL import Image
 
 from dupwatch.daemon.config import Config
+from dupwatch.daemon.demo import load_photo
 from dupwatch.daemon.html import render_html
 from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.reports import build_report
 from dupwatch.daemon.store import Store
+from dupwatch.daemon.thumbnails import ThumbnailCache
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -95,3 +98,22 @@ def test_thousands_of_groups_are_paged(report_file, tmp_path: Path) -> None:
     assert "page 1 of 3" in dom
     assert dom.count('class="group"') == 50
     assert int(re.search(r'data-images="(\d+)"', dom).group(1)) == sum(len(g.members) for g in many.groups[:50])
+
+
+def test_a_thumbnail_that_cannot_be_kept_is_still_shown_and_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
+    """The thumbnail cache on a full disk: the thumbnail is made and returned, the cache folder keeps no partial
+    file (each request would otherwise leave one more)."""
+    photo = tmp_path / "cat.jpg"
+    load_photo("chelsea").save(photo, "JPEG")
+    real_replace = os.replace
+
+    def full_disk(src, dst):  # type: ignore[no-untyped-def]
+        if str(src).endswith(".part"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    cache = ThumbnailCache(tmp_path / "thumbs")
+    data = cache.get(str(photo), "abcdef0123")
+    assert data is not None and data[:2] == b"\xff\xd8"
+    assert [p for p in (tmp_path / "thumbs").rglob("*") if p.is_file()] == []

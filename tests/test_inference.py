@@ -115,3 +115,18 @@ def test_the_embedder_builds_its_path_lazily_and_any_batch_size_works(tmp_path: 
     assert float(one[0] @ five[0]) > 0.9999
     ref = TorchEmbedder(load_lite0(), precision="fp32", frozen=False).embed(pixels)
     assert float(np.min(np.sum(ref * five, axis=1))) >= 0.999  # vectors stored by one path match another's
+
+
+def test_a_graph_that_cannot_be_cached_leaves_no_half_written_file(model, batch, tmp_path: Path, monkeypatch) -> None:
+    """A full disk while the graph is saved: the path still works, is built again next time, and the cache folder
+    keeps nothing of the attempt."""
+
+    def full_disk(graph, name: str) -> None:  # type: ignore[no-untyped-def]
+        Path(name).write_bytes(b"half a graph")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.jit, "save", full_disk)
+    path = build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=4)
+    with torch.inference_mode():
+        assert path.run(batch[:2])[0].shape[0] == 2
+    assert list(tmp_path.iterdir()) == []
