@@ -4,6 +4,7 @@ when the first image needs embedding: a rescan that finds nothing new, `status`,
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -30,6 +31,22 @@ class Embedder(Protocol):
         """Images are coming: get ready now, in the background where that takes a while."""
 
 
+def _kept_for_good(make: Callable[[], Embedder]) -> Embedder:
+    """`make()` with the cyclic garbage collector paused, then everything alive moved out of its sight
+    (`gc.freeze`): torch's import makes several hundred thousand objects that live as long as the process, and
+    every full collection of a scan walked them all, and so did the interpreter's exit (~0.3 s of each command
+    that loads the CNN). The pause spares the import the collections its allocations would trigger."""
+    running = gc.isenabled()
+    gc.disable()
+    try:
+        real = make()
+    finally:
+        if running:
+            gc.enable()
+    gc.freeze()
+    return real
+
+
 class LazyEmbedder:
     """An Embedder whose network is made by `make` at the first batch (thread-safe)."""
 
@@ -48,7 +65,7 @@ class LazyEmbedder:
     def real(self) -> Embedder:
         with self._lock:
             if self._real is None:
-                self._real = self._make()
+                self._real = _kept_for_good(self._make)
                 if (self._real.dim, self._real.name) != (self.dim, self.name):
                     raise ValueError(f"the model is {self._real.name} ({self._real.dim}-d), not {self.name}")
             return self._real
