@@ -103,7 +103,7 @@ def main() -> None:
         for p in sorted((camera / "images").rglob("*.jpg"))[:64]
     ]
     pixels = np.stack([f.pixels for f in fps if f is not None])
-    out += ["\n| CNN path (batch 16) | throughput | min cosine to fp32 eager | ready in |", "|---|---|---|---|"]
+    out += ["\n| CNN path | throughput | min cosine to fp32 eager | ready in |", "|---|---|---|---|"]
     for path, seconds, cosine, build in cnn_paths(pixels):
         out.append(f"| {path} | {_rate(len(pixels), seconds)} | {cosine:.5f} | {build:.1f} s |")
     emb = default_embedder()

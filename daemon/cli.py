@@ -163,7 +163,7 @@ def _embedder(cfg: Config) -> Embedder:
 
         cores = len(os.sched_getaffinity(0))
         threads = cfg.cnn_threads(cores)
-        return default_embedder(cfg.batch_size, cfg.device, cfg.precision, threads=threads)
+        return default_embedder(cfg.cnn_batch, cfg.device, cfg.precision, threads=threads)
 
     return LazyEmbedder(load)
 

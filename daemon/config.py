@@ -106,7 +106,8 @@ class Config:
     torch_threads: int = 0  # the CNN's threads; 0: the cores the decode workers leave free, at least 1
     worker_memory_mb: int = 1536  # memory one decoding worker may take for an image (0: no limit); larger ones fail
     nice: int = 10  # `watch` lowers its CPU priority to this nice value and its disk priority to idle (0: neither)
-    batch_size: int = 16
+    batch_size: int = 16  # files fingerprinted, matched and recorded together (one transaction)
+    cnn_batch: int = 0  # images per run of the CNN; 0: 4 on a CPU (faster per image than larger), 64 on CUDA
     local_cache: int = 512  # recent files whose verification details stay in memory (~250 KB each)
     device: str | None = None  # "cpu", "cuda"; None = CUDA when present
     precision: str = "auto"  # the CNN's: auto (bf16 where the CPU has it natively, fp16 on CUDA, else fp32), fp32
@@ -179,6 +180,7 @@ _LIMITS: dict[str, tuple[float | None, float | None]] = {
     "max_upload_mb": (1, 100_000),
     "nice": (0, 19),
     "batch_size": (1, 4096),
+    "cnn_batch": (0, 4096),
     "queue_size": (1, None),
     "settle_seconds": (0.0, 3600.0),
     "keeper_min_difference": (0.0, 1.0),

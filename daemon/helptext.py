@@ -38,7 +38,8 @@ Configuration
 Defaults, then ~/.config/dupwatch/config.toml (or --config FILE), then command-line flags. Sections are only for
 reading: [paths] db, roots; [matching] cosine_threshold, verify_inliers, ahash_radius, max_pixels, ...; [keeping]
 keeper_rules, reference_dirs; [watching] settle_seconds, reconcile_interval, on_duplicate; [throughput] workers,
-worker_memory_mb, batch_size, device. README.md lists every key with its default; an unknown key is an error.""",
+worker_memory_mb, batch_size, cnn_batch, device. README.md lists every key with its default; an unknown key is an
+error.""",
     "service": """\
 Running dupwatch as a service
 

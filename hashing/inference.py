@@ -34,7 +34,7 @@ if typing.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GRAPH_VERSION = 1  # bump when the traced wrapper or the folding changes: old cache files are then ignored
+GRAPH_VERSION = 2  # bump when the traced wrapper or the folding changes: old cache files are then ignored
 
 
 class Precision(StrEnum):

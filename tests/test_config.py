@@ -130,6 +130,22 @@ def test_the_embedder_sets_torch_threads() -> None:
         torch.set_num_threads(before)
 
 
+def test_the_cnn_runs_small_batches_on_a_cpu_and_large_ones_where_asked() -> None:
+    """On a CPU the network runs 4 images at a time by default, whatever the pipeline's batch of files: at 16 its
+    activations outgrew the caches and malloc's reuse, and it ran 1.5x slower per image (bench.speed). The
+    `cnn_batch` key sets it, for a GPU say."""
+    from dupwatch.daemon.cli import _embedder
+    from dupwatch.daemon.config import Config
+    from dupwatch.hashing.embedding import CPU_BATCH, TinyNet, TorchEmbedder
+
+    tiny = TorchEmbedder(TinyNet(12), dim=12, device="cpu", precision="fp32", frozen=False)
+    assert tiny.batch_size == CPU_BATCH == 4
+    asked = _embedder(Config(cnn_batch=8, batch_size=16, device="cpu")).real
+    assert isinstance(asked, TorchEmbedder) and asked.batch_size == 8
+    default = _embedder(Config(batch_size=16, device="cpu")).real
+    assert isinstance(default, TorchEmbedder) and default.batch_size == CPU_BATCH
+
+
 def test_scans_use_one_blas_thread() -> None:
     """OpenBLAS's spinning threads beside torch and the decode workers made a scan under another busy process
     take 25 s instead of 17 s; `scan`, `watch` and the decode workers keep numpy's BLAS to one thread."""
