@@ -189,13 +189,14 @@ class _Blocks:
 
     def __init__(self, image: np.ndarray) -> None:
         b = _blocks(image)
-        self.std = b.std(axis=2)
         self.centred = b - b.mean(axis=-1, keepdims=True)
-        self.squares = (self.centred * self.centred).sum(axis=-1)
+        self.squares = np.einsum("...i,...i->...", self.centred, self.centred)
+        self.std = np.sqrt(self.squares / b.shape[-1])
 
     def correlation(self, other: _Blocks) -> np.ndarray:
         """Per block: Pearson correlation."""
-        out: np.ndarray = (self.centred * other.centred).sum(axis=-1) / np.sqrt(self.squares * other.squares + 1e-6)
+        products = np.einsum("...i,...i->...", self.centred, other.centred)
+        out: np.ndarray = products / np.sqrt(self.squares * other.squares + 1e-6)
         return out
 
 
