@@ -34,7 +34,7 @@ class Embedder(Protocol):
 def _kept_for_good(make: Callable[[], Embedder]) -> Embedder:
     """`make()` with the cyclic garbage collector paused, then everything alive moved out of its sight
     (`gc.freeze`): torch's import makes several hundred thousand objects that live as long as the process, and
-    every full collection of a scan walked them all, and so did the interpreter's exit (~0.3 s of each command
+    every full collection of a scan walked them all, and so did the interpreter's exit (~0.4 s of each command
     that loads the CNN). The pause spares the import the collections its allocations would trigger."""
     running = gc.isenabled()
     gc.disable()
