@@ -12,6 +12,8 @@ mirror-symmetric scenes can still fool both: see README's limits.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 from PIL import Image
 
@@ -21,9 +23,13 @@ STRUCT_SIZE = 28
 _MIN_AREA_SCALE, _MAX_AREA_SCALE = 0.2, 5.0  # beyond this the "map" is a collapse, not a crop or rescale
 
 
+@cache
 def _grid(h: int, w: int) -> np.ndarray:
+    """The (x, y) of every cell of an h x w grid, row by row (one array per size, read-only)."""
     ys, xs = np.mgrid[0:h, 0:w]
-    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+    grid.flags.writeable = False
+    return grid
 
 
 def mutual_matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,10 +89,11 @@ def _best_model(x: np.ndarray, pb: np.ndarray, picks: np.ndarray) -> tuple[int, 
     models = models[(area > _MIN_AREA_SCALE) & (area < _MAX_AREA_SCALE)]
     if len(models) == 0:
         return None
-    err = np.linalg.norm(np.matmul(x[None], models) - pb[None], axis=2)
-    counts = (err < INLIER_TOLERANCE).sum(axis=1)
+    off = np.matmul(x[None], models) - pb[None]
+    inliers = np.einsum("kni,kni->kn", off, off) < INLIER_TOLERANCE**2  # squared distances: no square roots
+    counts = inliers.sum(axis=1)
     best = int(counts.argmax())
-    return int(counts[best]), models[best], err[best] < INLIER_TOLERANCE
+    return int(counts[best]), models[best], inliers[best]
 
 
 _KERNEL = np.array([1, 4, 6, 4, 1], dtype=np.float32) / 16
