@@ -17,6 +17,14 @@ from dupwatch.hashing.perceptual import from_signed64, to_signed64
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 
 
+def _id_lists(ids: Iterable[int]) -> Iterator[tuple[str, list[int]]]:
+    """`ids` in chunks of _CHUNK, each with its placeholders for an `IN (...)` list."""
+    wanted = list(ids)
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        yield ",".join("?" * len(chunk)), chunk
+
+
 class KnownFile(NamedTuple):
     """What a scan needs to tell whether a path changed since it was recorded."""
 
@@ -81,11 +89,8 @@ class Files:
         )
 
     def many(self, ids: Iterable[int]) -> dict[int, FileRecord]:
-        ids = list(ids)
         out: dict[int, FileRecord] = {}
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in _id_lists(ids):
             out.update((r.id, r) for r in self._records(f"SELECT * FROM files WHERE id IN ({marks})", chunk))
         return out
 
@@ -157,10 +162,8 @@ class Files:
         if ids is None:
             rows = self.db.execute(sql, [str(FileStatus.OK)]).fetchall()
         else:
-            wanted, rows = list(ids), []
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
+            rows = []
+            for marks, chunk in _id_lists(ids):
                 rows += self.db.execute(f"{sql} AND id IN ({marks})", [str(FileStatus.OK), *chunk]).fetchall()
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint64)
