@@ -179,13 +179,15 @@ def _store(cfg: Config, readonly: bool = False) -> Store:
 
 @contextmanager
 def _writing(cfg: Config) -> Iterator[Store]:
-    """The database opened for writing, holding the one-writer lock (a clear exit 1 if another process has it)."""
+    """The database opened for writing, holding the one-writer lock (a clear exit 1 if another process has it);
+    closed before the lock is released, as the web app's Writer does."""
     try:
         lock = WriterLock(cfg.lock_path).acquire()
     except AlreadyRunning as e:
         _fail(str(e))
     try:
-        yield _store(cfg)
+        with _store(cfg) as store:
+            yield store
     finally:
         lock.release()
 
