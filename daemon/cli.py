@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
+from dupwatch.daemon.allocator import keep_freed_memory
 from dupwatch.daemon.config import Config, ConfigError, default_state_dir, load_config
 from dupwatch.daemon.lock import AlreadyRunning, WriterLock
 from dupwatch.daemon.store import StoreError
@@ -143,6 +144,7 @@ def main(ctx: click.Context, db: Path | None, config_path: Path | None, verbose:
 
     --db, --config, -v and -q may be given before or after the command."""
     _lossless_output()
+    keep_freed_memory()
     ctx.obj = GlobalOptions(db, config_path, verbose, bool(quiet))
 
 

@@ -283,7 +283,10 @@ class Pipeline:
                 ctx.set_forkserver_preload(["dupwatch.daemon.workers", "dupwatch.hashing.fingerprint"])
                 limit = self.cfg.worker_memory_mb * (1 << 20)
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self.cfg.workers, mp_context=ctx, initializer=init_worker, initargs=(limit,)
+                    max_workers=self.cfg.workers,
+                    mp_context=ctx,
+                    initializer=init_worker,
+                    initargs=(limit, self.cfg.worker_nice),
                 )
         return self._pool
 

@@ -8,6 +8,7 @@ import resource
 import time
 from collections.abc import Callable
 
+from dupwatch.daemon.allocator import keep_freed_memory
 from dupwatch.daemon.priority import one_blas_thread
 from dupwatch.hashing.fingerprint import FileResult
 
@@ -29,14 +30,20 @@ def timed_fingerprint(
     return r, time.perf_counter() - t
 
 
-def init_worker(headroom: int) -> None:
+def init_worker(headroom: int, nice: int = 0) -> None:
     """Start of each decoding worker. Its address space is capped at what it already maps plus `headroom` bytes,
     so that one huge image fails with a MemoryError (reported as 'too large to decode') instead of exhausting the
-    machine (0 = no cap). What C libraries print on stderr (libtiff's "More samples per pixel than can be decoded")
-    is dropped: every problem with a file comes back as its result, and the user's terminal stays readable."""
+    machine (0 = no cap). It runs `nice` steps below the process it feeds: decoding ahead is what can wait, while
+    that process's CNN load and matching, one file after another, are the scan's serial part (on 2 cores a scan of
+    85 camera photos took 4.45 s with the workers level and 4.0 s with them 10 steps lower). What C libraries
+    print on stderr (libtiff's "More samples per pixel than can be decoded") is dropped: every problem with a file
+    comes back as its result, and the user's terminal stays readable."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
+    keep_freed_memory()
+    if nice > 0:
+        os.nice(nice)
     limit_memory(headroom)
     one_blas_thread()
 

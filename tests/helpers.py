@@ -139,6 +139,13 @@ def dying_fingerprinter(path: str, max_side: int, max_pixels: int, max_bytes: in
     return fingerprint_file(path, max_side, max_pixels, max_bytes)
 
 
+def reporting_fingerprinter(path: str, max_side: int, max_pixels: int, max_bytes: int) -> FileResult:
+    """A fingerprinter that reads no file: its result's error says how the worker process that ran it is set up."""
+    from dupwatch.daemon.allocator import keeping_freed_memory
+
+    return FileResult(path, error=f"nice={os.getpriority(os.PRIO_PROCESS, 0)} kept={keeping_freed_memory()}")
+
+
 def run_on_terminal(
     cmd: list[str],
     cwd: Path,
