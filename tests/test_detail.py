@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from bench.lookalikes import chat_screenshot, form
 from dupwatch.daemon.demo import load_photo, scale_to
-from dupwatch.hashing.detail import compare, detail_image, overlap, texture
+from dupwatch.hashing.detail import _gauss, compare, detail_image, overlap, texture
 from dupwatch.hashing.views import ALL_VIEWS, compose, dihedral, nearest_view
 
 IDENTITY_MODEL = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # hashing.geometry's grid map: a -> b unchanged
@@ -89,6 +89,22 @@ def test_screenshots_of_one_layout_with_other_text_disagree(draw) -> None:
     assert not found.same_details(0.22, 0.016), found
     again = compare(_detail(one), _detail(_jpeg(scale_to(one, 500))), IDENTITY_MODEL)
     assert again.same_details(0.22, 0.016), again  # the same screenshot, re-saved small
+
+
+@pytest.mark.parametrize("sigma", [0.8, 1.5, 2.0])
+def test_the_blur_is_a_gaussian_convolution_with_repeated_edges(coffee: Image.Image, sigma: float) -> None:
+    """The blur sums symmetric taps in pairs, in place: the same as convolving each row, then each column, with
+    the sampled Gaussian over edge-repeated borders (written out here the plain way)."""
+    a = np.asarray(coffee.convert("L").resize((120, 90)), np.float32)
+    r = max(1, int(3 * sigma + 0.5))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    p = np.pad(a.astype(np.float64), r, mode="edge")
+    rows = np.stack([np.convolve(row, k, mode="valid") for row in p])
+    want = np.stack([np.convolve(col, k, mode="valid") for col in rows.T]).T
+    got = _gauss(a, sigma)
+    assert got.shape == a.shape and got.dtype == np.float32
+    assert np.abs(got - want).max() < 1e-3
 
 
 def test_flat_pictures_have_no_texture_and_photos_do(coffee: Image.Image) -> None:
