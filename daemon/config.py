@@ -105,7 +105,7 @@ class Config:
     workers: int = 2
     torch_threads: int = 0  # the CNN's threads; 0: the cores the decode workers leave free, at least 1
     worker_memory_mb: int = 1536  # memory one decoding worker may take for an image (0: no limit); larger ones fail
-    worker_nice: int = 10  # decoding workers run this much below the process they feed (whose matching is serial)
+    worker_nice: int = 3  # decoding workers run this much below the process they feed (whose matching is serial)
     nice: int = 10  # `watch` lowers its CPU priority to this nice value and its disk priority to idle (0: neither)
     batch_size: int = 16  # files fingerprinted, matched and recorded together (one transaction)
     cnn_batch: int = 0  # images per run of the CNN; 0: 4 on a CPU (faster per image than larger), 64 on CUDA

@@ -14,12 +14,12 @@ import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import numpy as np
 
@@ -202,6 +202,13 @@ def open_pipeline(
     matcher = Matcher(cfg, embedder, index, details.get, store.graph.copies_of)
     matcher.load_hashes(*store.files.live_hashes())
     return Pipeline(cfg, store, embedder, index, matcher, details, hooks or NoHooks(), fingerprinter)
+
+
+def _leave_a_core(pending: Iterable[tuple[str, Future[Any]]], running: int) -> None:
+    """Wait until fewer than `running` of the submitted files are still being decoded."""
+    busy = [f for _, f in pending if not f.done()]
+    if len(busy) >= running:
+        wait(busy, return_when=FIRST_COMPLETED)
 
 
 def fingerprint_in_process(cfg: Config, path: str) -> FileResult:
@@ -444,6 +451,8 @@ class Pipeline:
             return result
 
         for path in paths:
+            if self.embedder.loading():  # torch's import and the network's load take a core of their own
+                _leave_a_core(pending, max(1, self.cfg.workers - 1))
             submit(path)
             if len(pending) >= ahead:
                 yield take()

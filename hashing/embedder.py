@@ -30,6 +30,9 @@ class Embedder(Protocol):
     def preload(self) -> None:
         """Images are coming: get ready now, in the background where that takes a while."""
 
+    def loading(self) -> bool:
+        """Whether what `preload` started in the background is still under way (it keeps a core busy)."""
+
 
 def _kept_for_good(make: Callable[[], Embedder]) -> Embedder:
     """`make()` with the cyclic garbage collector paused, then everything alive moved out of its sight
@@ -54,6 +57,7 @@ class LazyEmbedder:
         self._make = make
         self._real: Embedder | None = None
         self._lock = threading.Lock()
+        self._loading = False
         self.dim = dim
         self.name = name
 
@@ -77,8 +81,18 @@ class LazyEmbedder:
 
     def preload(self) -> None:
         """Import torch and load the network in a thread while the first files are being decoded."""
-        if self._real is None:
-            threading.Thread(target=lambda: self.real, name="dupwatch-cnn-load", daemon=True).start()
+        if self._real is None and not self._loading:
+            self._loading = True
+            threading.Thread(target=self._load, name="dupwatch-cnn-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            self.real  # noqa: B018 - loads it
+        finally:
+            self._loading = False
+
+    def loading(self) -> bool:
+        return self._loading
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         return self.real.embed(pixels)

@@ -220,6 +220,9 @@ class TorchEmbedder:
         """Nothing to do: the network is loaded; its inference path is built at the first batch (quick from the
         cache)."""
 
+    def loading(self) -> bool:
+        return False
+
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         return self.embed_with_local(pixels)[0]
 

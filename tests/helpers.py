@@ -146,6 +146,17 @@ def reporting_fingerprinter(path: str, max_side: int, max_pixels: int, max_bytes
     return FileResult(path, error=f"nice={os.getpriority(os.PRIO_PROCESS, 0)} kept={keeping_freed_memory()}")
 
 
+def overlap_fingerprinter(path: str, max_side: int, max_pixels: int, max_bytes: int) -> FileResult:
+    """A fingerprinter that reads no file: it holds a marker beside the file for 0.3 s, and its result's error
+    says how many other files of the folder were being decoded when it started."""
+    folder, marker = os.path.dirname(path), path + ".decoding"
+    others = sum(name.endswith(".decoding") for name in os.listdir(folder))
+    Path(marker).touch()
+    time.sleep(0.3)
+    os.unlink(marker)
+    return FileResult(path, error=f"others={others}")
+
+
 def run_on_terminal(
     cmd: list[str],
     cwd: Path,

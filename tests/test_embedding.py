@@ -119,3 +119,25 @@ def test_what_the_lazy_load_makes_is_kept_out_of_the_collectors_walks(embedder) 
         assert not any(o is made[0] for o in gc.get_objects())  # frozen: no collection looks at it
     finally:
         gc.unfreeze()
+
+
+def test_a_preloading_embedder_says_it_is_loading_until_the_network_is_ready(embedder) -> None:
+    """The pipeline decodes with one worker fewer while `loading()` holds (test_workers)."""
+    release = threading.Event()
+
+    def make():  # type: ignore[no-untyped-def]
+        release.wait(10)
+        return embedder
+
+    lazy = LazyEmbedder(make, dim=embedder.dim, name=embedder.name)
+    assert not lazy.loading()
+    try:
+        lazy.preload()
+        assert lazy.loading() and not lazy.loaded
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while lazy.loading() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lazy.loaded and not lazy.loading()
+    gc.unfreeze()

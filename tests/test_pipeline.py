@@ -187,6 +187,9 @@ class _Recording:
     def preload(self) -> None:
         pass
 
+    def loading(self) -> bool:
+        return False
+
     def embed(self, pixels):  # type: ignore[no-untyped-def]
         return self.embed_with_local(pixels)[0]
 

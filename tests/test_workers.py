@@ -1,5 +1,5 @@
-"""Process set-up for array work: the C allocator keeps freed memory (daemon.allocator), and the decoding workers
-run below the process they feed."""
+"""The decoding workers beside the process they feed: they run below it, leave a core to the CNN while it loads,
+and every process keeps freed memory for its arrays (daemon.allocator)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dupwatch.daemon.config import Config
 from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.store import Store
 from dupwatch.hashing.embedding import tiny_embedder
-from tests.helpers import noise_png, reporting_fingerprinter
+from tests.helpers import noise_png, overlap_fingerprinter, reporting_fingerprinter
 
 _BLURS = """
 import resource, sys
@@ -60,3 +60,39 @@ def test_decoding_workers_run_below_the_process_they_feed_with_the_allocator_set
     seen = {r.error for r in store.read.errors()}
     nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
     assert seen == {f"nice={nice} kept={keep_freed_memory()}"}
+
+
+class _Loading:
+    """The tiny network, reporting that its load is under way (or not) for as long as the test says."""
+
+    def __init__(self, loading: bool) -> None:
+        self.real = tiny_embedder()
+        self.dim, self.name, self.busy = self.real.dim, self.real.name, loading
+
+    def preload(self) -> None:
+        pass
+
+    def loading(self) -> bool:
+        return self.busy
+
+    def embed(self, pixels):  # type: ignore[no-untyped-def]
+        return self.real.embed(pixels)
+
+    def embed_with_local(self, pixels):  # type: ignore[no-untyped-def]
+        return self.real.embed_with_local(pixels)
+
+
+@pytest.mark.parametrize("loading", [True, False])
+def test_while_the_cnn_loads_the_workers_leave_it_a_core(tmp_path: Path, loading: bool) -> None:
+    """torch's import and the network's load are the start of the scan's serial part: while they run, one worker
+    fewer decodes (here 1 of 2); once loaded, all of them."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(8):
+        (root / f"img{i}.png").write_bytes(noise_png(200 + i))
+    cfg = Config(db=tmp_path / "d.db", workers=2, model="tinynet")
+    store = Store(cfg.db)
+    with open_pipeline(cfg, store, _Loading(loading), fingerprinter=overlap_fingerprinter) as p:
+        p.scan([root])
+    others = {r.error for r in store.read.errors()}
+    assert others == {"others=0"} if loading else "others=1" in others, others
