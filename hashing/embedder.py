@@ -5,11 +5,14 @@ when the first image needs embedding: a rescan that finds nothing new, `status`,
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 1280
 LITE0 = "efficientnet-lite0"
@@ -88,6 +91,8 @@ class LazyEmbedder:
     def _load(self) -> None:
         try:
             self.real  # noqa: B018 - loads it
+        except Exception as e:  # the first batch loads it again and reports why it cannot
+            log.debug("loading the CNN in the background failed: %s", e)
         finally:
             self._loading = False
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -141,3 +142,21 @@ def test_a_preloading_embedder_says_it_is_loading_until_the_network_is_ready(emb
         time.sleep(0.01)
     assert lazy.loaded and not lazy.loading()
     gc.unfreeze()
+
+
+def test_a_background_load_that_fails_leaves_the_error_to_the_first_batch(monkeypatch) -> None:
+    """No traceback from the loading thread on the user's terminal: the first batch loads again and raises."""
+    uncaught: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+
+    def make():  # type: ignore[no-untyped-def]
+        raise OSError("no weights")
+
+    lazy = LazyEmbedder(make)
+    lazy.preload()
+    deadline = time.monotonic() + 10
+    while lazy.loading() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not lazy.loading() and not lazy.loaded and uncaught == []
+    with pytest.raises(OSError, match="no weights"):
+        lazy.embed(np.zeros((1, 224, 224, 3), np.uint8))
