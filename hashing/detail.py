@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dupwatch.hashing.filters import smooth
+
 DETAIL_SIZE = 448
 MIN_DETAIL_SIZE = 112
 BLOCK = 8  # pixels of the detail image per compared block
@@ -52,26 +54,11 @@ def _at(a: np.ndarray, side: int) -> np.ndarray:
 
 
 def _gauss(a: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur, edges repeated. The kernel is symmetric: each pair of taps at the same distance
-    is summed, then weighted once (half the multiplications), in place (no temporary per tap)."""
+    """Separable Gaussian blur, edges repeated."""
     r = max(1, int(3 * sigma + 0.5))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2).astype(np.float32)
     k /= k.sum()
-    h, w = a.shape
-    p = np.pad(a.astype(np.float32, copy=False), r, mode="edge")
-    rows = p[:, r : r + w] * k[r]
-    pair = np.empty_like(rows)
-    for i in range(r):
-        np.add(p[:, i : i + w], p[:, 2 * r - i : 2 * r - i + w], out=pair)
-        pair *= k[i]
-        rows += pair
-    out: np.ndarray = rows[r : r + h] * k[r]
-    pair = pair[:h]
-    for i in range(r):
-        np.add(rows[i : i + h], rows[2 * r - i : 2 * r - i + h], out=pair)
-        pair *= k[i]
-        out += pair
-    return out
+    return smooth(a, k)
 
 
 def band_pass(a: np.ndarray) -> np.ndarray:

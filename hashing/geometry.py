@@ -17,6 +17,8 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
+from dupwatch.hashing.filters import smooth
+
 RANSAC_ITERATIONS = 256
 INLIER_TOLERANCE = 1.0  # in grid cells (1 cell = 16 px of the 224 px CNN input)
 STRUCT_SIZE = 28
@@ -101,14 +103,7 @@ _KERNEL = np.array([1, 4, 6, 4, 1], dtype=np.float32) / 16
 
 def _blur(a: np.ndarray) -> np.ndarray:
     """Separable 5-tap binomial blur, edges repeated."""
-    p = np.pad(a, 2, mode="edge")
-    rows = np.zeros((p.shape[0], a.shape[1]), dtype=np.float32)
-    for i, k in enumerate(_KERNEL):
-        rows += k * p[:, i : i + a.shape[1]]
-    out = np.zeros(a.shape, dtype=np.float32)
-    for i, k in enumerate(_KERNEL):
-        out += k * rows[i : i + a.shape[0], :]
-    return out
+    return smooth(a, _KERNEL)
 
 
 def structure(pixels: np.ndarray) -> np.ndarray:
