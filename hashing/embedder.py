@@ -60,7 +60,7 @@ class LazyEmbedder:
         self._make = make
         self._real: Embedder | None = None
         self._lock = threading.Lock()
-        self._loading = False
+        self._loader: threading.Thread | None = None  # preload's background load
         self.dim = dim
         self.name = name
 
@@ -84,20 +84,18 @@ class LazyEmbedder:
 
     def preload(self) -> None:
         """Import torch and load the network in a thread while the first files are being decoded."""
-        if self._real is None and not self._loading:
-            self._loading = True
-            threading.Thread(target=self._load, name="dupwatch-cnn-load", daemon=True).start()
+        if self._real is None and not self.loading():
+            self._loader = threading.Thread(target=self._load, name="dupwatch-cnn-load", daemon=True)
+            self._loader.start()
 
     def _load(self) -> None:
         try:
             self.real  # noqa: B018 - loads it
         except Exception as e:  # the first batch loads it again and reports why it cannot
             log.debug("loading the CNN in the background failed: %s", e)
-        finally:
-            self._loading = False
 
     def loading(self) -> bool:
-        return self._loading
+        return self._loader is not None and self._loader.is_alive()
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         return self.real.embed(pixels)
