@@ -48,6 +48,28 @@ def test_array_temporaries_reuse_freed_memory_instead_of_faulting_in_new_pages()
     assert kept < default / 20, (kept, default)
 
 
+_BLAS_THREADS = """
+import dupwatch.daemon.cli, numpy
+from threadpoolctl import threadpool_info
+print(max(i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"))
+"""
+
+
+def _blas_threads(env: dict[str, str]) -> int:
+    out = subprocess.run([sys.executable, "-c", _BLAS_THREADS], capture_output=True, text=True, check=True, env=env)
+    return int(out.stdout)
+
+
+def test_a_dupwatch_process_starts_numpy_with_one_blas_thread_unless_told_otherwise() -> None:
+    """OpenBLAS starts a spinning thread per core at numpy's import, before anything can limit it: the package
+    asks for one first. A user's own OPENBLAS_NUM_THREADS is kept."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: OpenBLAS starts one thread anyway")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    assert _blas_threads(env) == 1
+    assert _blas_threads({**env, "OPENBLAS_NUM_THREADS": "2"}) == 2
+
+
 def test_decoding_workers_run_below_the_process_they_feed_with_the_allocator_set(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     root.mkdir()
