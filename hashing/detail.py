@@ -97,7 +97,7 @@ def _warp(b: np.ndarray, p: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarr
     out = im.transform(size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=float("nan"))
     warped = np.asarray(out, np.float32)
     inside = ~np.isnan(warped)
-    return np.where(inside, warped, 0.0).astype(np.float32), inside
+    return np.where(inside, warped, np.float32(0.0)), inside
 
 
 def _resize(a: np.ndarray, scale: float) -> np.ndarray:
