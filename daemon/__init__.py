@@ -4,8 +4,8 @@ One process-wide setting is made here, before any module of the package imports 
 starts a thread per core when numpy is first imported, and each one spins for a while after every call. dupwatch's
 matrices are small (the matcher's, one photo at a time) and its cores belong to the decoding workers and the CNN, so
 every dupwatch process (the CLI, the forkserver, the decoding workers it forks) runs one BLAS thread unless the
-environment already asks for more. On the 2-core camera scan the spinning cost 0.28 s of CPU (4%) and 0.15 s of
-wall time (README, Speed); `daemon.priority.one_blas_thread` still limits a process that imported numpy first.
+environment already asks for more. On the 2-core camera scan the spinning cost 0.21-0.37 s of CPU and up to
+0.15 s of wall time (README, Speed); `daemon.priority.one_blas_thread` still limits a process that imported numpy first.
 """
 
 import os

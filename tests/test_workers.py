@@ -51,7 +51,7 @@ def test_array_temporaries_reuse_freed_memory_instead_of_faulting_in_new_pages()
 _BLAS_THREADS = """
 import dupwatch.daemon.cli, numpy
 from threadpoolctl import threadpool_info
-print(max(i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"))
+print(max([i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"], default=0))
 """
 
 
@@ -65,8 +65,13 @@ def test_a_dupwatch_process_starts_numpy_with_one_blas_thread_unless_told_otherw
     asks for one first. A user's own OPENBLAS_NUM_THREADS is kept."""
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: OpenBLAS starts one thread anyway")
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    assert _blas_threads(env) == 1
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+    }
+    threads = _blas_threads(env)
+    if threads == 0:
+        pytest.skip("this numpy does not use OpenBLAS")
+    assert threads == 1
     assert _blas_threads({**env, "OPENBLAS_NUM_THREADS": "2"}) == 2
 
 
