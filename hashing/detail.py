@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dupwatch.hashing.filters import smooth
+from dupwatch.hashing.geometry import GRID, grid_to_pixels
 
 DETAIL_SIZE = 448
 MIN_DETAIL_SIZE = 112
 BLOCK = 8  # pixels of the detail image per compared block
-GRID = 14  # hashing.geometry's grid: the CNN's local map
 _TEXTURE_STD = 2.0  # band-passed grey levels: below this a block is flat on both sides (no evidence)
 _STRONG = 6.0  # band-passed grey levels of a block with strong detail
 _AGREE = 0.15  # correlation of a block's band-passed detail above which it agrees
@@ -79,14 +79,6 @@ def texture(detail: np.ndarray) -> float:
     half = _at(detail, max(MIN_DETAIL_SIZE // 2, detail.shape[0] // 2))
     std = _blocks(band_pass(half)).std(axis=2)
     return float((std > _TEXTURE_STD).mean())
-
-
-def grid_to_pixels(model: np.ndarray, size: int = DETAIL_SIZE) -> np.ndarray:
-    """hashing.geometry's 3x2 grid-cell model as a 2x3 pixel map (a's pixel -> b's pixel) at `size`."""
-    cell = size / GRID
-    lin = model[:2, :].T
-    off = cell * (model[2, :] - 0.5 * (model[0, :] + model[1, :])) + cell / 2
-    return np.hstack([lin, off[:, None]]).astype(np.float64)
 
 
 def _warp(b: np.ndarray, p: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

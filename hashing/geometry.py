@@ -19,6 +19,7 @@ from PIL import Image
 
 from dupwatch.hashing.filters import smooth
 
+GRID = 14  # the CNN's local map: 14x14 cells of the 224 px input
 RANSAC_ITERATIONS = 256
 INLIER_TOLERANCE = 1.0  # in grid cells (1 cell = 16 px of the 224 px CNN input)
 STRUCT_SIZE = 28
@@ -112,16 +113,22 @@ def structure(pixels: np.ndarray) -> np.ndarray:
     return _blur(np.asarray(im, dtype=np.float32)).astype(np.float32)
 
 
-def aligned_agreement(a: np.ndarray, b: np.ndarray, model: np.ndarray, grid: int = 14) -> float | None:
+def grid_to_pixels(model: np.ndarray, size: int, grid: int = GRID) -> np.ndarray:
+    """The 3x2 grid-cell model (cells of a -> cells of b) as a 2x3 pixel map (a's pixel -> b's pixel) for square
+    images `size` pixels on a side: the coefficients PIL's affine transform takes, row by row."""
+    cell = size / grid
+    lin = model[:2, :].T  # rows: output x_b, y_b as functions of x_a, y_a
+    off = cell * (model[2, :] - 0.5 * (model[0, :] + model[1, :])) + cell / 2
+    return np.hstack([lin, off[:, None]]).astype(np.float64)
+
+
+def aligned_agreement(a: np.ndarray, b: np.ndarray, model: np.ndarray, grid: int = GRID) -> float | None:
     """Warp b's structure onto a's with the grid-cell affine `model` and correlate them block by block (4x4
     blocks); the median block correlation. The same photograph agrees almost everywhere (0.85-1.0), even under an
     overlay that spoils a few blocks; pictures that only share a layout (mosaics on one grid, screenshots of one
     app) do not (below 0.45 on bench data). None when too few blocks have any contrast to judge by."""
     size = a.shape[0]
-    cell = size / grid
-    lin = model[:2, :].T  # rows: output x_b, y_b as functions of x_a, y_a
-    off = cell * (model[2, :] - 0.5 * (model[0, :] + model[1, :])) + cell / 2
-    coeffs = (lin[0, 0], lin[0, 1], off[0], lin[1, 0], lin[1, 1], off[1])
+    coeffs = tuple(float(c) for c in grid_to_pixels(model, size, grid).ravel())
 
     def warp(im: Image.Image) -> np.ndarray:
         out = im.transform((size, size), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
