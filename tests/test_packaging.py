@@ -42,7 +42,7 @@ def test_the_wheel_holds_only_the_dupwatch_namespace(wheel: Path) -> None:
     assert "dupwatch/daemon/web/static/app.js" in names
     assert not any(n.startswith(("dupwatch/bench", "dupwatch/tests", "bench/", "tests/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "dupwatch = dupwatch.daemon.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "dupwatch = dupwatch.daemon.program:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
 def test_python_daemon_installs_beside_it(wheel: Path, tmp_path: Path) -> None:

@@ -123,3 +123,25 @@ def test_while_the_cnn_loads_the_workers_leave_it_a_core(tmp_path: Path, loading
         p.scan([root])
     others = {r.error for r in store.read.errors()}
     assert others == {"others=0"} if loading else "others=1" in others, others
+
+
+def test_decoding_workers_started_by_the_dupwatch_program_do_not_import_its_command_line(tmp_path: Path) -> None:
+    """multiprocessing starts each worker by importing the program's main script again: pip's `dupwatch` script
+    imports the module of its entry point, which must not be the CLI (click, rich, the store: ~0.1 s of CPU per
+    worker before its first file). Python's import-time report names each module every time a process imports it:
+    the CLI must be there once (the program itself), not once more per worker."""
+    program = Path(sys.executable).parent / "dupwatch"
+    if not program.exists():
+        pytest.skip("the dupwatch script is not installed beside this interpreter")
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(4):
+        (root / f"img{i}.png").write_bytes(noise_png(300 + i))
+    (tmp_path / "c.toml").write_text('model = "tinynet"\nworkers = 2\n')
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    cmd = [str(program), "--config", str(tmp_path / "c.toml"), "--db", str(tmp_path / "d.db"), "scan", str(root)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    imported = [line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert imported.count("dupwatch.daemon.cli") == 1, imported.count("dupwatch.daemon.cli")
+    assert "scanned 4 files" in done.stderr
