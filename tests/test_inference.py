@@ -185,3 +185,15 @@ def test_same_padding_is_tensorflows_without_a_padded_copy_of_the_input(kernel, 
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert tuple(x.shape) not in pads.padded
+
+
+def test_a_cached_graph_runs_on_a_cpu_without_the_jit_executors_profiling_runs(model, batch, tmp_path: Path) -> None:
+    """Freezing folds and fuses what the JIT executor's run-time passes would; their profiling runs only made the
+    first batch of every command slower. The graph executed is the frozen one, with no profiling nodes in it."""
+    build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=4)
+    path = build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=4)  # a new process's first call
+    assert path.cached
+    with torch.inference_mode():
+        path.run(batch[:4])
+    executed = str(torch.jit.last_executed_optimized_graph())
+    assert "aten::relu6_" in executed and "prim::profile" not in executed
