@@ -124,10 +124,12 @@ class _Item:
 
 @dataclass
 class _Ahead:
-    """The CNN run on a batch's new files in a thread, while the batch before it is matched and written."""
+    """The CNN run on a batch's new files in a thread, while the batch before it is matched and written. Each
+    file's (embedding, local map) is handed on as soon as its run of the network is done (`Embedder.batch_size`
+    images), so the batch's own matching can start after its first run, not its last."""
 
     items: list[_Item]
-    future: Future[tuple[np.ndarray, np.ndarray]]
+    results: list[Future[tuple[np.ndarray, np.ndarray]]]  # one per item
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -412,10 +414,13 @@ class Pipeline:
 
     # -- the per-file work, in batches ---------------------------------------------------------------------------
 
-    def _results(self, paths: Iterable[str]) -> Iterator[tuple[FileResult, float]]:
-        """Fingerprints in input order, keeping the workers a few batches ahead of the CNN. A worker that dies
-        takes the files in flight with it: the pool is rebuilt, the file in hand is tried once more on its own, and
-        recorded as an error if that kills a worker too; the others are simply resubmitted."""
+    def _results(
+        self, paths: Iterable[str], idle: Callable[[], None] = lambda: None
+    ) -> Iterator[tuple[FileResult, float]]:
+        """Fingerprints in input order, keeping the workers a few batches ahead of the CNN; `idle` is called
+        before waiting for a file that is not decoded yet. A worker that dies takes the files in flight with it:
+        the pool is rebuilt, the file in hand is tried once more on its own, and recorded as an error if that kills
+        a worker too; the others are simply resubmitted."""
         fn = partial(
             timed_fingerprint,
             self.fingerprinter,
@@ -435,6 +440,8 @@ class Pipeline:
 
         def take() -> tuple[FileResult, float]:
             path, future = pending.popleft()
+            if not future.done():
+                idle()
             try:
                 return future.result()
             except BrokenProcessPool:
@@ -468,22 +475,39 @@ class Pipeline:
         done after each batch. While one batch is matched and written, the CNN already runs on the next one (in a
         thread: torch and numpy release the GIL, so matching and the CNN each keep a core busy)."""
         held: tuple[list[_Item], _Ahead | None] | None = None
-        for batch in self._batches(paths, stats):
+        early: list[int] = []  # batches written while the next one was still being decoded
+
+        def idle() -> None:
+            """Waiting for a file of the next batch: the batch in hand is written now rather than after it (the
+            next batch's CNN cannot start before it is decoded anyway). Not while the CNN is still loading: the
+            batch would wait for it, and the workers for more files to decode."""
+            nonlocal held
+            if held is not None and not self.embedder.loading():
+                self._commit(*held, stats)
+                early.append(len(held[0]))
+                held = None
+
+        for batch in self._batches(paths, stats, idle):
             ahead = self._embed_ahead(batch)
+            yield from early
+            early.clear()
             if held is not None:
                 self._commit(*held, stats)
                 yield len(held[0])
             held = (batch, ahead)
+        yield from early
         if held is not None:
             self._commit(*held, stats)
             yield len(held[0])
 
-    def _batches(self, paths: Iterable[str], stats: ScanStats) -> Iterator[list[_Item]]:
-        """Fingerprinted files in batches of the configured size (the last one smaller)."""
+    def _batches(
+        self, paths: Iterable[str], stats: ScanStats, idle: Callable[[], None] = lambda: None
+    ) -> Iterator[list[_Item]]:
+        """Fingerprinted files in batches of the configured size (the last one smaller); `idle` as in _results."""
         batch: list[_Item] = []
         quarantines = self.store.journal.quarantines()
         paths = (p for p in paths if not any(is_under(p, q) for q in quarantines))
-        for result, seconds in self._results(paths):
+        for result, seconds in self._results(paths, idle):
             stats.add_time("decode", seconds)
             if result.fingerprint is None and self.hooks.defer_unreadable(result):
                 stats.deferred.append(result.path)
@@ -504,8 +528,23 @@ class Pipeline:
             return None
         if self._cnn is None:
             self._cnn = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dupwatch-cnn")
-        pixels = np.stack([_pixels(i.result) for i in items])
-        return _Ahead(items, self._cnn.submit(self.embedder.embed_with_local, pixels))
+        ahead = _Ahead(items, [Future() for _ in items])
+        self._cnn.submit(self._embed_runs, np.stack([_pixels(i.result) for i in items]), ahead.results)
+        return ahead
+
+    def _embed_runs(self, pixels: np.ndarray, results: list[Future[tuple[np.ndarray, np.ndarray]]]) -> None:
+        """The CNN thread's work: `pixels` a run of the network at a time, each image's result set as it comes
+        (a failure is set on every result still open)."""
+        try:
+            step = max(1, self.embedder.batch_size)  # asked here: a lazy embedder may still be loading
+            for start in range(0, len(pixels), step):
+                vecs, local = self.embedder.embed_with_local(pixels[start : start + step])
+                for future, v, loc in zip(results[start : start + step], vecs, local, strict=True):
+                    future.set_result((v, loc))
+        except Exception as e:
+            for future in results:
+                if not future.done():
+                    future.set_exception(e)
 
     def process_now(self, paths: Sequence[str]) -> ScanStats:
         """Process a few paths to completion (the watcher's entry point)."""
@@ -556,26 +595,21 @@ class Pipeline:
         stats.add_time("database", time.perf_counter() - t)
 
         t = time.perf_counter()
-        done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if ahead is not None:
-            try:
-                vecs, local = ahead.future.result()
-                done = {id(i): (v, loc) for i, v, loc in zip(ahead.items, vecs, local, strict=True)}
-            except Exception as e:  # embedded again below: a real failure then raises where it always did
-                log.debug("the CNN run ahead failed (%s): embedding the batch now", e)
-        if rest := [i for i in to_embed if id(i) not in done]:
+        running = {} if ahead is None else dict(zip(map(id, ahead.items), ahead.results, strict=True))
+        if rest := [i for i in to_embed if id(i) not in running]:  # the guess missed them: embedded now
             vecs, local = self.embedder.embed_with_local(np.stack([_pixels(i.result) for i in rest]))
-            done.update({id(i): (v, loc) for i, v, loc in zip(rest, vecs, local, strict=True)})
-        for item in to_embed:
-            v, item.local = done[id(item)]
-            item.embedding = v.astype(np.float16).astype(np.float32)  # what the store will hold
+            for item, v, loc in zip(rest, vecs, local, strict=True):
+                _embedded(item, v, loc)
         stats.add_time("embedding", time.perf_counter() - t)
 
+        needed = {id(i) for i in to_embed}
         found: list[tuple[str, int, list[Match]]] = []
         with self.store.atomic():
             gen = self._next_gen()
             seeds: set[int] = set()
             for item in batch:
+                if id(item) in needed and id(item) in running:  # its run of the CNN may still be under way
+                    self._await_embedding(item, running[id(item)], stats)
                 seeds.update(self._record(item, gen, stats, found))
             t = time.perf_counter()
             self.store.graph.regroup(seeds)
@@ -586,6 +620,17 @@ class Pipeline:
         for item in batch:
             if item.moved_from is not None:
                 self.hooks.file_moved(item.moved_from.path, item.result.path)
+
+    def _await_embedding(self, item: _Item, result: Future[tuple[np.ndarray, np.ndarray]], stats: ScanStats) -> None:
+        t = time.perf_counter()
+        try:
+            v, loc = result.result()
+        except Exception as e:  # embedded again here: a real failure then raises where it always did
+            log.debug("the CNN run ahead failed (%s): embedding %s now", e, item.result.path)
+            vecs, local = self.embedder.embed_with_local(_pixels(item.result)[None])
+            v, loc = vecs[0], local[0]
+        _embedded(item, v, loc)
+        stats.add_time("embedding", time.perf_counter() - t)
 
     def _describe(self, found: list[tuple[str, int, list[Match]]]) -> list[Duplicate]:
         recs = self.store.files.many({m.other for _, _, ms in found for m in ms})
@@ -746,6 +791,11 @@ class Pipeline:
             raise DecodeError(r.error or "unreadable")
         emb, local = self.embedder.embed_with_local(r.fingerprint.pixels[None])
         return self._probe(r.fingerprint, emb[0].astype(np.float16).astype(np.float32), local[0]), r.fingerprint
+
+
+def _embedded(item: _Item, embedding: np.ndarray, local: np.ndarray) -> None:
+    item.local = local
+    item.embedding = embedding.astype(np.float16).astype(np.float32)  # what the store will hold
 
 
 def _pixels(result: FileResult) -> np.ndarray:

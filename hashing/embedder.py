@@ -26,6 +26,11 @@ class Embedder(Protocol):
     dim: int
     name: str
 
+    @property
+    def batch_size(self) -> int:
+        """Images per run of the network: a batch's results can be handed on a run at a time."""
+        ...
+
     def embed(self, pixels: np.ndarray) -> np.ndarray: ...
 
     def embed_with_local(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
@@ -76,6 +81,11 @@ class LazyEmbedder:
                 if (self._real.dim, self._real.name) != (self.dim, self.name):
                     raise ValueError(f"the model is {self._real.name} ({self._real.dim}-d), not {self.name}")
             return self._real
+
+    @property
+    def batch_size(self) -> int:
+        """The network's run size (asking loads it)."""
+        return self.real.batch_size
 
     @property
     def images(self) -> int:

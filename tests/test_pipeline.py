@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dupwatch.daemon.config import Config
-from dupwatch.daemon.pipeline import open_pipeline
+from dupwatch.daemon.pipeline import Pipeline, open_pipeline
 from dupwatch.daemon.records import FileStatus
 from dupwatch.daemon.reports import build_report
 from dupwatch.daemon.store import Store
@@ -180,7 +180,7 @@ class _Recording:
     CNN thread sets `second`."""
 
     def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
-        self.real, self.dim, self.name = real, real.dim, real.name
+        self.real, self.dim, self.name, self.batch_size = real, real.dim, real.name, real.batch_size
         self.threads: list[str] = []
         self.second = threading.Event()
 
@@ -217,6 +217,55 @@ def test_the_next_batch_is_embedded_while_this_one_is_matched(folder: Path, tmp_
     assert overlapped == [True]
     assert stats.fingerprinted + stats.reused == stats.seen
     store, _ = _scan(Config(db=tmp_path / "one-batch.db", workers=0), embedder, folder)  # default: one batch
+    assert _groups(Store(cfg.db), folder) == _groups(store, folder)
+
+
+class _HeldRuns:
+    """The tiny network, one image per run. In the CNN thread, the second run waits (up to 10 s) until the
+    pipeline has matched and recorded a file (its verification cache holds one), and says whether that came."""
+
+    batch_size = 1
+
+    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+        self.real, self.dim, self.name = real, real.dim, real.name
+        self.pipeline: Pipeline | None = None
+        self.runs = 0
+        self.waited: list[bool] = []
+
+    def preload(self) -> None:
+        pass
+
+    def loading(self) -> bool:
+        return False
+
+    def embed(self, pixels):  # type: ignore[no-untyped-def]
+        return self.embed_with_local(pixels)[0]
+
+    def embed_with_local(self, pixels):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name.startswith("dupwatch-cnn"):
+            self.runs += 1
+            if self.runs == 2:
+                ready = threading.Event()
+                for _ in range(1000):
+                    assert self.pipeline is not None
+                    if len(self.pipeline.details._cache) or ready.wait(0.01):
+                        break
+                self.waited.append(bool(self.pipeline.details._cache))
+        return self.real.embed_with_local(pixels)
+
+
+def test_a_batch_is_matched_from_its_first_run_of_the_cnn_on(folder: Path, tmp_path: Path, embedder) -> None:
+    """The CNN hands each file on as its run of the network ends: the first file of a batch is matched and
+    recorded while the next ones are still being embedded (the first batch of a scan waited for all 16 before,
+    0.2 s of the camera scan). The result is the scan's as before."""
+    held = _HeldRuns(embedder)
+    cfg = Config(db=tmp_path / "h.db", workers=0, batch_size=64)  # one batch: no batch after it to overlap with
+    with open_pipeline(cfg, Store(cfg.db), held) as p:
+        held.pipeline = p
+        stats = p.scan([folder])
+    assert held.waited == [True]
+    assert stats.fingerprinted + stats.reused == stats.seen
+    store, _ = _scan(Config(db=tmp_path / "plain.db", workers=0), embedder, folder)
     assert _groups(Store(cfg.db), folder) == _groups(store, folder)
 
 
