@@ -169,6 +169,10 @@ class LocalDetails:
         while len(self._cache) > self.size:
             self._cache.popitem(last=False)
 
+    def cached(self, file_id: int) -> LocalDetail | None:
+        """What the cache holds for a file (None when it holds nothing), never read from disk."""
+        return self._cache.get(file_id)
+
     def get(self, file_id: int) -> LocalDetail | None:
         if file_id in self._cache:
             self._cache.move_to_end(file_id)
@@ -700,8 +704,12 @@ class Pipeline:
         identical = self.store.files.by_content(fp.content_hash) + self.store.files.by_pixels(fp.pixel_hash)
         exact = {s.id for s in identical if s.id != fid and not _same_file(s.path, r.path)}
         self.matcher.add(fid, probe)
-        if item.local is not None and probe.structure is not None:
-            self.details.remember(fid, LocalDetail(item.local, probe.structure, fp.detail, fp.texture))
+        local = item.local
+        if local is None and item.reuse_from is not None:  # the same bytes: the same CNN local map
+            original = self.details.cached(item.reuse_from.id)
+            local = None if original is None else original.local
+        if local is not None and probe.structure is not None:  # else read again from disk when verification asks
+            self.details.remember(fid, LocalDetail(local, probe.structure, fp.detail, fp.texture))
         stats.add_time("index", time.perf_counter() - t)
 
         t = time.perf_counter()

@@ -269,6 +269,29 @@ def test_a_batch_is_matched_from_its_first_run_of_the_cnn_on(folder: Path, tmp_p
     assert _groups(Store(cfg.db), folder) == _groups(store, folder)
 
 
+def test_an_exact_copy_lends_its_original_s_details_to_verification(photo_set, tmp_path: Path, embedder) -> None:
+    """An exact copy takes its original's embedding, and its verification details too: the re-encode after them
+    is verified against both without the copy being decoded and embedded again (three CNN passes, not four; the
+    camera scan read two such copies back from disk, 0.08 s). One file per batch, another photo between the
+    original and its copy: the copy is known to be one before the CNN could run ahead on it."""
+    root, _ = photo_set
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for name, src in (
+        ("a", "chelsea/original"),
+        ("b", "coffee/original"),
+        ("c", "chelsea/original"),
+        ("d", "chelsea/jpeg"),
+    ):
+        shutil.copy(root / f"{src}.jpg", folder / f"{name}.jpg")
+    before = embedder.images
+    store, stats = _scan(Config(db=tmp_path / "e.db", workers=0, batch_size=1), embedder, folder)
+    assert (stats.fingerprinted, stats.reused) == (3, 1)
+    assert embedder.images - before == 3
+    kinds = sorted(p.kind for g in build_report(store).groups for p in g.pairs)
+    assert kinds == ["exact", "near", "near"]  # the re-encode pairs with both
+
+
 def test_a_copy_of_a_file_in_the_batch_before_still_reuses_its_embedding(photo_set, tmp_path: Path, embedder) -> None:
     """The CNN runs ahead on a guess made before the batch before it is written: an exact copy of a file in that
     batch looks new then. It is looked up again when its own batch is written, and reuses the embedding."""
