@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -175,14 +176,11 @@ def test_pictures_that_only_share_a_layout_are_kept_apart(tmp_path: Path, embedd
     assert groups == [["m00-copy.png", "m00.png"]] or groups == [["m00.png", "m00-copy.png"]]
 
 
-class _Recording:
-    """The real embedder, noting which thread asked for each batch; the second batch embedded in the pipeline's
-    CNN thread sets `second`."""
+class _StandIn:
+    """The real embedder behind a stand-in that watches how the pipeline calls it."""
 
     def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
         self.real, self.dim, self.name, self.batch_size = real, real.dim, real.name, real.batch_size
-        self.threads: list[str] = []
-        self.second = threading.Event()
 
     def preload(self) -> None:
         pass
@@ -194,10 +192,23 @@ class _Recording:
         return self.embed_with_local(pixels)[0]
 
     def embed_with_local(self, pixels):  # type: ignore[no-untyped-def]
+        return self.real.embed_with_local(pixels)
+
+
+class _Recording(_StandIn):
+    """Notes which thread asked for each batch; the second batch embedded in the pipeline's CNN thread sets
+    `second`."""
+
+    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(real)
+        self.threads: list[str] = []
+        self.second = threading.Event()
+
+    def embed_with_local(self, pixels):  # type: ignore[no-untyped-def]
         self.threads.append(threading.current_thread().name)
         if sum(t.startswith("dupwatch-cnn") for t in self.threads) == 2:
             self.second.set()
-        return self.real.embed_with_local(pixels)
+        return super().embed_with_local(pixels)
 
 
 def test_the_next_batch_is_embedded_while_this_one_is_matched(folder: Path, tmp_path: Path, embedder) -> None:
@@ -220,38 +231,31 @@ def test_the_next_batch_is_embedded_while_this_one_is_matched(folder: Path, tmp_
     assert _groups(Store(cfg.db), folder) == _groups(store, folder)
 
 
-class _HeldRuns:
-    """The tiny network, one image per run. In the CNN thread, the second run waits (up to 10 s) until the
-    pipeline has matched and recorded a file (its verification cache holds one), and says whether that came."""
-
-    batch_size = 1
+class _HeldRuns(_StandIn):
+    """One image per run. In the CNN thread, the second run waits (up to 10 s) until the pipeline has matched and
+    recorded a file (its verification cache holds one), and notes whether that came."""
 
     def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
-        self.real, self.dim, self.name = real, real.dim, real.name
+        super().__init__(real)
+        self.batch_size = 1
         self.pipeline: Pipeline | None = None
         self.runs = 0
         self.waited: list[bool] = []
-
-    def preload(self) -> None:
-        pass
-
-    def loading(self) -> bool:
-        return False
-
-    def embed(self, pixels):  # type: ignore[no-untyped-def]
-        return self.embed_with_local(pixels)[0]
 
     def embed_with_local(self, pixels):  # type: ignore[no-untyped-def]
         if threading.current_thread().name.startswith("dupwatch-cnn"):
             self.runs += 1
             if self.runs == 2:
-                ready = threading.Event()
-                for _ in range(1000):
-                    assert self.pipeline is not None
-                    if len(self.pipeline.details._cache) or ready.wait(0.01):
-                        break
-                self.waited.append(bool(self.pipeline.details._cache))
-        return self.real.embed_with_local(pixels)
+                self.waited.append(self._one_recorded(within=10.0))
+        return super().embed_with_local(pixels)
+
+    def _one_recorded(self, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.pipeline is not None and self.pipeline.details._cache:
+                return True
+            time.sleep(0.01)
+        return False
 
 
 def test_a_batch_is_matched_from_its_first_run_of_the_cnn_on(folder: Path, tmp_path: Path, embedder) -> None:
