@@ -600,20 +600,21 @@ class Pipeline:
 
         t = time.perf_counter()
         running = {} if ahead is None else dict(zip(map(id, ahead.items), ahead.results, strict=True))
-        if rest := [i for i in to_embed if id(i) not in running]:  # the guess missed them: embedded now
+        # the files to embed whose run of the CNN may still be under way: each is waited for just before its turn
+        waiting = {id(i): running[id(i)] for i in to_embed if id(i) in running}
+        if rest := [i for i in to_embed if id(i) not in waiting]:  # the guess missed them: embedded now
             vecs, local = self.embedder.embed_with_local(np.stack([_pixels(i.result) for i in rest]))
             for item, v, loc in zip(rest, vecs, local, strict=True):
                 _embedded(item, v, loc)
         stats.add_time("embedding", time.perf_counter() - t)
 
-        needed = {id(i) for i in to_embed}
         found: list[tuple[str, int, list[Match]]] = []
         with self.store.atomic():
             gen = self._next_gen()
             seeds: set[int] = set()
             for item in batch:
-                if id(item) in needed and id(item) in running:  # its run of the CNN may still be under way
-                    self._await_embedding(item, running[id(item)], stats)
+                if id(item) in waiting:
+                    self._await_embedding(item, waiting[id(item)], stats)
                 seeds.update(self._record(item, gen, stats, found))
             t = time.perf_counter()
             self.store.graph.regroup(seeds)
@@ -798,12 +799,17 @@ class Pipeline:
         if r.fingerprint is None:
             raise DecodeError(r.error or "unreadable")
         emb, local = self.embedder.embed_with_local(r.fingerprint.pixels[None])
-        return self._probe(r.fingerprint, emb[0].astype(np.float16).astype(np.float32), local[0]), r.fingerprint
+        return self._probe(r.fingerprint, _as_stored(emb[0]), local[0]), r.fingerprint
+
+
+def _as_stored(embedding: np.ndarray) -> np.ndarray:
+    """An embedding as the store will hold it (float16), back in float32: what every comparison sees."""
+    return embedding.astype(np.float16).astype(np.float32)
 
 
 def _embedded(item: _Item, embedding: np.ndarray, local: np.ndarray) -> None:
     item.local = local
-    item.embedding = embedding.astype(np.float16).astype(np.float32)  # what the store will hold
+    item.embedding = _as_stored(embedding)
 
 
 def _pixels(result: FileResult) -> np.ndarray:
