@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 if typing.TYPE_CHECKING:
@@ -34,7 +35,7 @@ if typing.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GRAPH_VERSION = 2  # bump when the traced wrapper or the folding changes: old cache files are then ignored
+GRAPH_VERSION = 3  # bump when the traced wrapper or the folding changes: old cache files are then ignored
 
 
 class Precision(StrEnum):
@@ -104,6 +105,48 @@ def fold_batchnorm(model: FeatureNetwork) -> FeatureNetwork:
                 conv.bias = nn.Parameter(bias.detach().clone())
             setattr(module, bn_name, nn.Identity())
     return folded.eval()
+
+
+class _Pointwise(nn.Module):
+    """A 1x1 convolution (stride 1, no groups) that oneDNN runs on a CPU in fp32 too. PyTorch sends an fp32 1x1
+    convolution with one thread and a batch under 16 to its own GEMM route ("faster single-threaded"), which for a
+    channels_last batch first fills the output with the bias: a pass over tens of MB per layer at 112 px, and the
+    scan runs the CNN on one thread, four images at a time. With oneDNN's, EfficientNet-Lite0 took 8.8 ms/img
+    instead of 9.5 in the bf16 path (whose first blocks stay fp32) and 11.5 instead of 13.1 in the fp32 path (batch
+    4, one thread, 2-core Zen 4, the mean of interleaved runs); a camera scan 0.15 s less CPU. bf16 (autocast) and
+    CUDA inputs take PyTorch's usual route."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.weight = conv.weight
+        self.bias = conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+            out: torch.Tensor = torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, [0, 0], [1, 1], [1, 1], 1)
+            return out
+        return F.conv2d(x, self.weight, self.bias)
+
+
+def pointwise_by_onednn(net: nn.Module) -> nn.Module:
+    """`net` (changed in place) with its 1x1 convolutions replaced by `_Pointwise` where this torch has oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return net
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Conv2d) and _pointwise(child):
+                setattr(module, name, _Pointwise(child))
+    return net
+
+
+def _pointwise(conv: nn.Conv2d) -> bool:
+    return (
+        conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding in ((0, 0), "valid")
+    )
 
 
 # bf16 from this block on: the stem and the first four blocks (112 and 56 px, where a low-contrast picture's detail
@@ -178,6 +221,8 @@ def build_path(
             log.warning("CNN graph cache %s unusable (%s): building it again", path, e)
     # the folded network is only needed to run eagerly or to trace: a cached graph carries its own weights
     net = fold_batchnorm(model).to(device=device)
+    if device == "cpu":
+        pointwise_by_onednn(net)
     net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     wrapper = _Features(net, precision).eval()
     if not frozen:

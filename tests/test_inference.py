@@ -16,7 +16,15 @@ from PIL import Image
 
 from dupwatch.daemon.demo import PHOTOS, load_photo
 from dupwatch.hashing.embedding import SameConv2d, TorchEmbedder, default_embedder, load_lite0, to_input
-from dupwatch.hashing.inference import Precision, build_path, choose_precision, fold_batchnorm, native_bf16
+from dupwatch.hashing.inference import (
+    BF16_FROM_BLOCK,
+    Precision,
+    build_path,
+    choose_precision,
+    fold_batchnorm,
+    native_bf16,
+    pointwise_by_onednn,
+)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +151,37 @@ def test_the_frozen_graph_clips_in_place_and_never_pads_an_activation(model, tmp
     assert kinds.count("aten::relu6_") == 33 and "aten::relu6" not in kinds and "aten::hardtanh" not in kinds
     padded = [next(n.inputs()).node().kind() for n in nodes if n.kind() in ("aten::pad", "aten::constant_pad_nd")]
     assert set(padded) <= {"prim::Constant"}  # a folded weight, never the image or an activation
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+def test_fp32_pointwise_convolutions_run_through_onednn_on_a_cpu(model, tmp_path: Path) -> None:
+    """PyTorch's own route for an fp32 1x1 convolution on one thread (the output first filled with the bias) is
+    what the scan's single CNN thread got, all through the fp32 path and in the bf16 path's fp32 blocks: the graph
+    now calls oneDNN for each of them, and for no bf16 one (autocast picks oneDNN there already)."""
+    pointwise = [
+        name
+        for name, m in fold_batchnorm(model).named_modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
+    ]
+    in_fp32_blocks = [n for n in pointwise if n.startswith("_blocks.") and int(n.split(".")[1]) < BF16_FROM_BLOCK]
+    assert len(pointwise) == 32 and len(in_fp32_blocks) == 7  # 15 expansions, 16 projections, the head
+    paths = [(Precision.FP32, len(pointwise))] + [(Precision.BF16, len(in_fp32_blocks))] * native_bf16()
+    for precision, expected in paths:
+        path = build_path(model, "cpu", precision, True, tmp_path, batch=4)
+        kinds = [n.kind() for n in path.run.graph.nodes()]
+        assert kinds.count("aten::mkldnn_convolution") == expected, precision
+
+
+def test_a_pointwise_convolution_through_onednn_gives_the_same_sums() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(24, 144, 1, bias=True)
+    x = torch.randn(4, 24, 56, 56).contiguous(memory_format=torch.channels_last)
+    net = pointwise_by_onednn(torch.nn.Sequential(conv))
+    assert not isinstance(net[0], torch.nn.Conv2d) or not torch.backends.mkldnn.is_available()  # replaced
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), F.conv2d(x, conv.weight, conv.bias), atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's own route: a bf16 result
+            assert net(x).dtype == torch.bfloat16
 
 
 def _tf_same(x: torch.Tensor, conv: SameConv2d) -> torch.Tensor:
