@@ -1,14 +1,15 @@
 """dupwatch beside imagededup PHash and findimagedupes, whole-process wall time and F1, in one run (issue 11's table).
 
-    python -m bench.versus [--out DIR]
+    python -m bench.versus [--work DIR] [--runs N]
 
 Two labelled sets from bench/datagen.py (the demo's generator): a mixed library (every sample photo with its
 variants, originals cycling through 300, 640, 1024, 2048 and 3600 px) and camera-size JPEGs (4032 px originals,
-the first five photos with their variants). Each tool runs as a new process on the whole folder, timed from start
-to exit (dupwatch: `dupwatch scan` into a new database, model load included; imagededup: its PHash
-`find_duplicates` in its own interpreter; findimagedupes: the Debian program, 90 %). Then: CNN ms/img per inference
-path (bench.speed.cnn_paths), CNN passes per photo of an in-process scan, `dupwatch scan` of one photo (median of
-3), and the peak RSS of the dupwatch scans.
+the first five photos with their variants). Each tool runs as a new process on the whole folder, N times (3 by
+default) interleaved with the others, timed from start to exit, and its median is given (dupwatch: `dupwatch
+scan` into a new database, model load included; imagededup: its PHash `find_duplicates` in its own interpreter;
+findimagedupes: the Debian program, 90 %). Then: CNN ms/img per inference path (bench.speed.cnn_paths), CNN
+passes per photo of an in-process scan, `dupwatch scan` of one photo (median of 3), and the peak RSS of the
+dupwatch scans.
 """
 
 from __future__ import annotations
@@ -44,44 +45,52 @@ def _new_db(work: Path, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work)) / f"{name}.db"
 
 
-def versus(name: str, root: Path, truth: dict, work: Path) -> list[str]:
+def versus(name: str, root: Path, truth: dict, work: Path, runs: int = 3) -> list[str]:
+    """Each tool `runs` times, interleaved (dupwatch, PHash, findimagedupes, then again): the median wall time of
+    each, with its range, and the ratios of the medians. The machine's speed drifts within minutes; interleaving
+    spreads that drift over all three tools instead of charging it to one."""
     files = sum(1 for p in root.rglob("*") if p.is_file())
-    groups, ours, peak = dupwatch_cli(root, _new_db(work, name))
-    PEAKS.append(peak)
-    rows: list[tuple[str, float, float | None]] = [("**dupwatch** scan", ours, score(truth, relative(groups, root)).f1)]
-    t = time.perf_counter()
-    phash = peers.imagededup(root, "PHash")
-    phash_wall = time.perf_counter() - t
-    rows.append(
-        (
-            "imagededup PHash",
-            phash_wall,
-            score(truth, relative(phash.groups, root)).f1 if not phash.unavailable else None,
-        )
-    )
-    t = time.perf_counter()
-    fid = peers.findimagedupes(root)
-    rows.append(
-        (
-            "findimagedupes 90%",
-            time.perf_counter() - t,
-            None if fid.unavailable else score(truth, relative(fid.groups, root)).f1,
-        )
-    )
-    lines = [f"\n### {name}: {files} files\n", "| tool | wall time | dupwatch is | F1 |", "|---|---|---|---|"]
-    for tool, seconds, f1 in rows:
+    walls: dict[str, list[float]] = {"dupwatch": [], "phash": [], "fid": []}
+    f1: dict[str, float | None] = {}
+    for _ in range(runs):
+        groups, ours, peak = dupwatch_cli(root, _new_db(work, name))
+        PEAKS.append(peak)
+        walls["dupwatch"].append(ours)
+        f1["dupwatch"] = score(truth, relative(groups, root)).f1
+        t = time.perf_counter()
+        phash = peers.imagededup(root, "PHash")
+        walls["phash"].append(time.perf_counter() - t)
+        f1["phash"] = None if phash.unavailable else score(truth, relative(phash.groups, root)).f1
+        t = time.perf_counter()
+        fid = peers.findimagedupes(root)
+        walls["fid"].append(time.perf_counter() - t)
+        f1["fid"] = None if fid.unavailable else score(truth, relative(fid.groups, root)).f1
+    ours = statistics.median(walls["dupwatch"])
+    rows = [("**dupwatch** scan", "dupwatch"), ("imagededup PHash", "phash"), ("findimagedupes 90%", "fid")]
+    lines = [
+        f"\n### {name}: {files} files\n",
+        f"| tool | wall time, median of {runs} (range) | dupwatch is | F1 |",
+        "|---|---|---|---|",
+    ]
+    for tool, key in rows:
+        seconds = statistics.median(walls[key])
         ratio = (
             "-"
-            if tool.startswith("**")
+            if key == "dupwatch"
             else (f"{seconds / ours:.2f}x faster" if seconds > ours else f"{ours / seconds:.2f}x slower")
         )
-        lines.append(f"| {tool} | {seconds:.1f} s | {ratio} | {'-' if f1 is None else f'{f1:.3f}'} |")
+        spread = f"{min(walls[key]):.1f}-{max(walls[key]):.1f}"
+        score_ = f1[key]
+        lines.append(
+            f"| {tool} | {seconds:.1f} s ({spread}) | {ratio} | {'-' if score_ is None else f'{score_:.3f}'} |"
+        )
     return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, help="keep the sets here (default: a temporary folder)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each tool, interleaved (default 3; the median)")
     args = ap.parse_args()
     peers.install(lambda m: print(m, file=sys.stderr))
     work = args.work or Path(tempfile.mkdtemp(prefix="dupwatch-versus-"))
@@ -93,10 +102,10 @@ def main() -> None:
         generate(camera, size=4032, photos=PHOTOS[:5], bad=False, variants=jpeg_only)
     import json
 
-    out = ["## dupwatch beside the hash tools (whole-process wall time, one run, this machine)"]
+    out = [f"## dupwatch beside the hash tools (whole-process wall time, {args.runs} interleaved runs, this machine)"]
     for name, folder in (("mixed library", mixed), ("camera-size JPEGs", camera)):
         truth = json.loads((folder / "truth.json").read_text())
-        out += versus(name.replace(" ", "-"), folder / "images", truth, work)
+        out += versus(name.replace(" ", "-"), folder / "images", truth, work, max(1, args.runs))
     # CNN paths and passes per photo, in this process
     fps = [
         fingerprint_file(str(p), 448, 200_000_000, 1 << 30).fingerprint
