@@ -129,8 +129,9 @@ class _Pointwise(nn.Module):
 
 
 def pointwise_by_onednn(net: nn.Module) -> nn.Module:
-    """`net` (changed in place) with its 1x1 convolutions replaced by `_Pointwise` where this torch has oneDNN."""
-    if not torch.backends.mkldnn.is_available():
+    """`net` (changed in place) with its 1x1 convolutions replaced by `_Pointwise` where this torch has oneDNN (and
+    it is not switched off)."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return net
     for module in list(net.modules()):
         for name, child in list(module.named_children()):

@@ -172,7 +172,7 @@ def test_fp32_pointwise_convolutions_run_through_onednn_on_a_cpu(model, tmp_path
         assert kinds.count("aten::mkldnn_convolution") == expected, precision
 
 
-def test_a_pointwise_convolution_through_onednn_gives_the_same_sums() -> None:
+def test_a_pointwise_convolution_through_onednn_gives_the_same_sums(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(24, 144, 1, bias=True)
     x = torch.randn(4, 24, 56, 56).contiguous(memory_format=torch.channels_last)
@@ -182,6 +182,8 @@ def test_a_pointwise_convolution_through_onednn_gives_the_same_sums() -> None:
         torch.testing.assert_close(net(x), F.conv2d(x, conv.weight, conv.bias), atol=1e-5, rtol=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's own route: a bf16 result
             assert net(x).dtype == torch.bfloat16
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # oneDNN switched off: the convolution stays
+    assert isinstance(pointwise_by_onednn(torch.nn.Sequential(conv))[0], torch.nn.Conv2d)
 
 
 def _tf_same(x: torch.Tensor, conv: SameConv2d) -> torch.Tensor:
