@@ -76,7 +76,7 @@ def versus(name: str, root: Path, truth: dict, work: Path, runs: int = 3) -> lis
         seconds = statistics.median(walls[key])
         ratio = (
             "-"
-            if key == "dupwatch"
+            if key == "dupwatch" or f1[key] is None  # dupwatch itself, or a peer that could not run
             else (f"{seconds / ours:.2f}x faster" if seconds > ours else f"{ours / seconds:.2f}x slower")
         )
         spread = f"{min(walls[key]):.1f}-{max(walls[key]):.1f}"
@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="keep the sets here (default: a temporary folder)")
     ap.add_argument("--runs", type=int, default=3, help="runs of each tool, interleaved (default 3; the median)")
     args = ap.parse_args()
+    runs = max(1, args.runs)
     peers.install(lambda m: print(m, file=sys.stderr))
     work = args.work or Path(tempfile.mkdtemp(prefix="dupwatch-versus-"))
     mixed, camera = work / "mixed", work / "camera"
@@ -102,10 +103,10 @@ def main() -> None:
         generate(camera, size=4032, photos=PHOTOS[:5], bad=False, variants=jpeg_only)
     import json
 
-    out = [f"## dupwatch beside the hash tools (whole-process wall time, {args.runs} interleaved runs, this machine)"]
+    out = [f"## dupwatch beside the hash tools (whole-process wall time, {runs} interleaved runs, this machine)"]
     for name, folder in (("mixed library", mixed), ("camera-size JPEGs", camera)):
         truth = json.loads((folder / "truth.json").read_text())
-        out += versus(name.replace(" ", "-"), folder / "images", truth, work, max(1, args.runs))
+        out += versus(name.replace(" ", "-"), folder / "images", truth, work, runs)
     # CNN paths and passes per photo, in this process
     fps = [
         fingerprint_file(str(p), 448, 200_000_000, 1 << 30).fingerprint
