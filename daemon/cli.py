@@ -26,6 +26,7 @@ from dupwatch.daemon.allocator import keep_freed_memory
 from dupwatch.daemon.config import Config, ConfigError, default_state_dir, load_config
 from dupwatch.daemon.lock import AlreadyRunning, WriterLock
 from dupwatch.daemon.store import StoreError
+from dupwatch.hashing.errors import ModelError
 
 if TYPE_CHECKING:
     from dupwatch.daemon.records import FileRecord
@@ -70,7 +71,7 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except StoreError as e:
+        except (StoreError, ModelError) as e:
             _fail(str(e))
         except sqlite3.DatabaseError as e:
             db = ctx.meta.get("dupwatch.db", "the database")

@@ -288,9 +288,14 @@ class Matcher:
             else:
                 continue
             checked = self.verify(probe, fid, view, cache)
-            if checked is None or checked.inliers < need:
-                continue
-            if checked.agreement is not None and checked.agreement < cfg.verify_agreement:
+            if not self._agrees(checked, need) and self._turn_instead(probe, view, hash_view):
+                # alike unturned, yet the geometry disagrees: a turned copy of a picture that looks much the same
+                # turned (a clock face, a plate from above) scores high for the CNN either way; the view whose hash
+                # found it is verified (one CNN pass, only for such a candidate)
+                view = hash_view
+                sim = max(sim, self._turned_cosine(probe, fid, view, cache))
+                checked = self.verify(probe, fid, view, cache)
+            if checked is None or not self._agrees(checked, need):
                 continue
             tier: Tier | None
             if fid in copied:
@@ -306,6 +311,16 @@ class Matcher:
                     copied |= self.copies_of(fid)
         matches.sort(key=lambda m: -m.cosine)
         return matches
+
+    def _agrees(self, checked: Verified | None, need: int) -> bool:
+        """Geometry confirms the pair: enough inliers, and the aligned images agree where that can be measured."""
+        if checked is None or checked.inliers < need:
+            return False
+        return checked.agreement is None or checked.agreement >= self.cfg.verify_agreement
+
+    def _turn_instead(self, probe: Probe, view: int, hash_view: int) -> bool:
+        """Verify the candidate in the view whose hash found it, the unturned view having failed?"""
+        return self.cfg.match_rotations and view == IDENTITY and hash_view != IDENTITY and probe.pixels is not None
 
     def _turned(
         self, probe: Probe, fid: int, view: int, need: int, cache: ViewCache, found: tuple[Tier | None, Match]

@@ -12,3 +12,7 @@ class DecodeError(Exception):
         # final: waiting cannot help (a FIFO, a symlink, a folder, permission denied). Otherwise the file may only
         # be half-written yet, and a watcher may look again once it has settled.
         self.final = final
+
+
+class ModelError(Exception):
+    """The CNN cannot run as asked (a device this machine does not have): one line for the user, no traceback."""

@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from dupwatch.daemon.cli import main
 from dupwatch.daemon.lock import WriterLock
+
+
+def torch_sees_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +158,15 @@ def test_commands_that_embed_nothing_never_load_torch(scanned_db) -> None:
         )
         assert r.returncode == 0, r.stderr
         assert "torch loaded: False" in r.stderr, (args, r.stderr[-500:])
+
+
+@pytest.mark.skipif(torch_sees_cuda(), reason="this machine has a CUDA device: --device cuda is no error here")
+def test_a_device_this_machine_lacks_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """`--device cuda` where torch sees no GPU ended in torch's AssertionError and a traceback."""
+    photos = tmp_path / "p"
+    photos.mkdir()
+    Image.new("RGB", (64, 48), "red").save(photos / "a.jpg")
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "x.db"), "scan", "--device", "cuda", str(photos)])
+    assert r.exit_code == 1, r.output
+    assert "no CUDA device" in r.stderr and "--device cpu" in r.stderr
+    assert isinstance(r.exception, SystemExit), r.exception  # the CLI's own exit, not torch's error

@@ -15,7 +15,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dupwatch.daemon.demo import PHOTOS, load_photo
-from dupwatch.hashing.embedding import SameConv2d, TorchEmbedder, default_embedder, load_lite0, to_input
+from dupwatch.hashing.embedding import (
+    SameConv2d,
+    TorchEmbedder,
+    _padded,
+    default_embedder,
+    load_lite0,
+    to_input,
+)
 from dupwatch.hashing.inference import (
     BF16_FROM_BLOCK,
     Precision,
@@ -111,6 +118,20 @@ def test_the_frozen_graph_is_cached_and_a_bad_cache_file_is_rebuilt(model, batch
     assert not third.cached and cached.stat().st_size > 1000  # rebuilt and saved again
     other = build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=4)  # another key, another file
     assert not other.cached and len(list(tmp_path.glob("cnn-*.pt"))) == 2
+
+
+def test_a_padded_run_gives_each_image_its_own_vectors(model) -> None:
+    """On CUDA every run of the network is padded to one shape (each new shape cost ~2 s there): the padding
+    copies the last image, and what comes back for the real images is what an unpadded run gives."""
+    pixels = np.stack([np.asarray(load_photo(p).resize((224, 224))) for p in PHOTOS[:3]])
+    x = to_input(pixels)
+    padded = _padded(x, 8)
+    assert padded.shape == (8, 3, 224, 224)
+    assert torch.equal(padded[:3], x) and all(torch.equal(padded[i], x[2]) for i in range(3, 8))
+    with torch.inference_mode():
+        alone = model.features_and_local(x)[0]
+        within = model.features_and_local(padded)[0][:3]
+    assert float(F.cosine_similarity(alone, within).min()) > 0.99999
 
 
 def test_the_embedder_builds_its_path_lazily_and_any_batch_size_works(tmp_path: Path) -> None:
