@@ -288,13 +288,17 @@ class Matcher:
             else:
                 continue
             checked = self.verify(probe, fid, view, cache)
-            if not self._agrees(checked, need) and self._turn_instead(probe, view, hash_view):
+            if not self._agrees(checked, need):
                 # alike unturned, yet the geometry disagrees: a turned copy of a picture that looks much the same
-                # turned (a clock face, a plate from above) scores high for the CNN either way; the view whose hash
-                # found it is verified (one CNN pass, only for such a candidate)
-                view = hash_view
-                sim = max(sim, self._turned_cosine(probe, fid, view, cache))
-                checked = self.verify(probe, fid, view, cache)
+                # turned (a clock face, a retina, a plate from above) scores high for the CNN either way; the
+                # views whose hash is as close to the candidate's are verified (a CNN pass each, for such a
+                # candidate only)
+                for other in self._views_as_close(probe, fid, view):
+                    again = self.verify(probe, fid, other, cache)
+                    if self._agrees(again, need):
+                        view, checked = other, again
+                        sim = max(sim, self._turned_cosine(probe, fid, view, cache))
+                        break
             if checked is None or not self._agrees(checked, need):
                 continue
             tier: Tier | None
@@ -318,32 +322,33 @@ class Matcher:
             return False
         return checked.agreement is None or checked.agreement >= self.cfg.verify_agreement
 
-    def _turn_instead(self, probe: Probe, view: int, hash_view: int) -> bool:
-        """Verify the candidate in the view whose hash found it, the unturned view having failed?"""
-        return self.cfg.match_rotations and view == IDENTITY and hash_view != IDENTITY and probe.pixels is not None
+    def _views_as_close(self, probe: Probe, fid: int, view: int) -> list[int]:
+        """The other views of the probe whose hash is as close to the candidate's as `view`'s and within the hash
+        radius, nearest first, at most `turned_views` of them: where a turned copy's geometry can agree."""
+        cfg = self.cfg
+        if not cfg.match_rotations or probe.pixels is None or fid not in self.ahash_of:
+            return []
+        theirs = self.ahash_of[fid]
+        here = hamming(probe.ahash_views[view], theirs)
+        near = sorted(
+            (d, v)
+            for v in range(len(probe.ahash_views))
+            if v != view and (d := hamming(probe.ahash_views[v], theirs)) <= min(here, cfg.ahash_radius)
+        )
+        return [v for _, v in near[: cfg.turned_views]]
 
     def _turned(
         self, probe: Probe, fid: int, view: int, need: int, cache: ViewCache, found: tuple[Tier | None, Match]
     ) -> tuple[Tier | None, Match]:
         """A round or symmetric picture (a retina, the moon, a plate seen from above) can line up with its turned
-        copy unturned, and then disagree in detail: before settling for `similar`, the views whose hash is closer to
-        the candidate's than this view's are verified too, nearest first (each view of the probe is embedded once)."""
-        cfg = self.cfg
-        if not cfg.match_rotations or probe.pixels is None or fid not in self.ahash_of:
-            return found
-        theirs = self.ahash_of[fid]
-        here = hamming(probe.ahash_views[view], theirs)
-        # only views whose hash is closer than this one's and close enough to have made it a candidate: a turned
-        # copy matches its true view's hash best, while another shot of a scene matches no turned view well (each
-        # view tried is one more CNN pass)
-        closer = sorted(
-            (d, v)
-            for v in range(len(probe.ahash_views))
-            if v != view and (d := hamming(probe.ahash_views[v], theirs)) < here and d <= cfg.ahash_radius
-        )
-        for _, other in closer[: cfg.turned_views]:
+        copy unturned, and then disagree in detail: before settling for `similar`, the views whose hash is as close
+        to the candidate's as this view's are verified too, nearest first (each view of the probe is embedded once).
+        Only those: a turned copy matches its true view's hash at least as well, while another shot of a scene
+        matches no turned view well (each view tried is one more CNN pass)."""
+        at_least = max(need, found[1].inliers or 0)  # a turn must agree as well as the view it would replace
+        for other in self._views_as_close(probe, fid, view):
             checked = self.verify(probe, fid, other, cache)
-            if checked is None or checked.inliers < need:
+            if checked is None or checked.inliers < at_least:
                 continue
             tier, m = self.tier(probe, other, checked)
             if tier == Tier.COPY:

@@ -13,6 +13,7 @@ from bench import peers
 from bench.accuracy import components, recorded_pairs, scan, sweep
 from bench.plot import precision_recall_png
 from bench.scoring import relative, score
+from bench.turns import turned_recall
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.demo import generate
 
@@ -107,3 +108,8 @@ def test_peer_baseline_and_installed_peers(photo_set) -> None:
     if (peers.PEERS_VENV / "bin" / "python").exists():
         run = peers.imagededup(root, "PHash")
         assert run.unavailable is None and run.groups
+
+
+def test_turns_runner_groups_every_turn_of_the_clock(embedder) -> None:
+    """bench.turns on one picture: the clock, whose turned copies look alike unturned (4 of its 7 were missed)."""
+    assert turned_recall(("clock",), 320, embedder) == (7, [])
