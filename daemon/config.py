@@ -108,7 +108,7 @@ class Config:
     worker_nice: int = 3  # decoding workers run this much below the process they feed (whose matching is serial)
     nice: int = 10  # `watch` lowers its CPU priority to this nice value and its disk priority to idle (0: neither)
     batch_size: int = 16  # files fingerprinted, matched and recorded together (one transaction)
-    cnn_batch: int = 0  # images per run of the CNN; 0: 4 on a CPU (faster per image than larger), 64 on CUDA
+    cnn_batch: int = 0  # images per run of the CNN; 0: 4 on a CPU (faster per image than larger), 64 on CUDA (padded)
     local_cache: int = 512  # recent files whose verification details stay in memory (~250 KB each)
     device: str | None = None  # "cpu", "cuda"; None = CUDA when present
     precision: str = "auto"  # the CNN's: auto (bf16 where the CPU has it natively, fp16 on CUDA, else fp32), fp32
