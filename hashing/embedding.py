@@ -262,8 +262,9 @@ class TorchEmbedder:
 def _padded(x: torch.Tensor, size: int) -> torch.Tensor:
     """`x` with copies of its last image up to `size` images. On CUDA each new batch shape costs its first run
     1.5-2.4 s (cuDNN choosing and loading kernels for it; frozen or eager alike, H100, torch 2.11), and a scan
-    meets many (a batch's remainder, one turned view, two): every run padded to the one shape, a 175-photo camera
-    scan took 15 s instead of 18 (README, GPU). A padded image costs ~0.7 ms of the GPU."""
+    meets many (a batch's remainder, one turned view, two). Padded to powers of two, a 175-photo camera scan took
+    15.1 s instead of 18.4 there; padded to the one shape, each process pays that once (README, this round's GPU
+    figures). A padded image costs ~0.7 ms of the GPU."""
     return torch.cat([x, x[-1:].expand(size - len(x), *x.shape[1:])])
 
 
