@@ -113,3 +113,12 @@ def test_peer_baseline_and_installed_peers(photo_set) -> None:
 def test_turns_runner_groups_every_turn_of_the_clock(embedder) -> None:
     """bench.turns on one picture: the clock, whose turned copies look alike unturned (4 of its 7 were missed)."""
     assert turned_recall(("clock",), 320, embedder) == (7, [])
+
+
+def test_cores_runner(photo_set, tmp_path: Path) -> None:
+    from bench.cores import Setup, table
+
+    root, truth = photo_set
+    rows = table(root, truth, [Setup(1, "cpu", 0), Setup(2, "cpu", 2)], 1, tmp_path)
+    assert len(rows) == 4 and rows[2].startswith("| 1 | cpu | 0 |") and rows[3].startswith("| 2 | cpu | 2 |")
+    assert all(r.endswith("| yes |") for r in rows[2:])  # the same groups on one core in-process as on two workers

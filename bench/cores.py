@@ -1,0 +1,131 @@
+"""`dupwatch scan` by cores, decoding workers and device: whole-process wall and CPU time, with the groups checked
+against the first configuration's and scored.
+
+    python -m bench.cores [--work DIR] [--cores 1 2 4] [--device cpu cuda] [--workers 2 3] [--runs 2] [--photos N]
+
+The set is camera-size JPEGs from bench/datagen.py (4032 px originals of the first N sample photos with their JPEG
+variants; all 11 by default: 175 files). Each configuration runs `dupwatch scan` into a new database as a new
+process, pinned to the first C cores (`sched_setaffinity`, which the scan sizes its CNN threads by), the
+configurations interleaved run by run; a device the machine lacks is left out. On a GPU machine this gives CUDA's
+images/s beside the CPU's on the same files; on any machine, how the scan scales with its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.datagen import PHOTOS, generate
+from bench.scoring import relative, score
+from dupwatch.daemon.demo import VARIANTS
+
+DUPWATCH = Path(sys.executable).with_name("dupwatch")
+
+
+@dataclass(frozen=True)
+class Setup:
+    cores: int
+    device: str
+    workers: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.cores} cores, {self.device}, {self.workers} workers"
+
+
+@dataclass
+class Scan:
+    wall: float
+    cpu: float
+    groups: list[list[str]]
+
+
+def camera_set(folder: Path, photos: int) -> tuple[Path, dict]:
+    """(the images folder, its truth), generated once into `folder`."""
+    if not (folder / "truth.json").exists():
+        jpeg_only = tuple(v for v in VARIANTS if v.name not in ("format_png", "format_webp"))
+        generate(folder, size=4032, photos=PHOTOS[:photos], bad=False, variants=jpeg_only)
+    return folder / "images", json.loads((folder / "truth.json").read_text())
+
+
+def scan(root: Path, setup: Setup, work: Path) -> Scan:
+    """One `dupwatch scan` of `root` into a new database, pinned to the first `setup.cores` cores."""
+    db = Path(tempfile.mkdtemp(prefix="cores-", dir=work)) / "cores.db"
+    cpus = set(range(setup.cores))
+    command = [str(DUPWATCH), "--db", str(db), "-q", "scan", "--device", setup.device]
+    command += ["--workers", str(setup.workers), str(root)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    report = [str(DUPWATCH), "--db", str(db), "report", "--format", "json"]
+    out = json.loads(subprocess.run(report, check=True, capture_output=True, text=True).stdout)
+    groups = sorted(sorted(m["path"] for m in g["members"]) for g in out["groups"])
+    return Scan(wall, cpu, groups)
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def table(root: Path, truth: dict, setups: list[Setup], runs: int, work: Path) -> list[str]:
+    """Every setup `runs` times, interleaved; a markdown table of the medians."""
+    scans: dict[Setup, list[Scan]] = {s: [] for s in setups}
+    for _ in range(runs):
+        for s in setups:
+            scans[s].append(scan(root, s, work))
+    files = sum(1 for p in root.rglob("*") if p.is_file())
+    first = scans[setups[0]][0].groups
+    lines = [
+        f"| cores | device | decoding workers | wall, median of {runs} (range) | images/s | CPU | F1 | "
+        "groups as the first row's |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s, done in scans.items():
+        walls = [d.wall for d in done]
+        wall = statistics.median(walls)
+        f1 = score(truth, relative(done[0].groups, root)).f1
+        same = "yes" if all(d.groups == first for d in done) else "NO"
+        cpu = statistics.median(d.cpu for d in done)
+        lines.append(
+            f"| {s.cores} | {s.device} | {s.workers} | {wall:.2f} s ({min(walls):.2f}-{max(walls):.2f}) | "
+            f"{files / wall:.1f} | {cpu:.2f} s | {f1:.3f} | {same} |"
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, help="keep the set here (default: a temporary folder)")
+    ap.add_argument("--cores", type=int, nargs="+", help="core counts (default: 1, 2, 4, ... up to this machine's)")
+    ap.add_argument("--device", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"])
+    ap.add_argument("--workers", type=int, nargs="+", default=[2], help="decoding workers (default 2)")
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--photos", type=int, default=len(PHOTOS), help="the first N sample photos (default all)")
+    args = ap.parse_args()
+    here = len(os.sched_getaffinity(0))
+    cores = args.cores or [c for c in (1, 2, 4, 8, 16, 32, 64) if c <= here]
+    devices = [d for d in args.device if d == "cpu" or has_cuda()]
+    work = args.work or Path(tempfile.mkdtemp(prefix="dupwatch-cores-"))
+    work.mkdir(parents=True, exist_ok=True)
+    root, truth = camera_set(work / "camera", args.photos)
+    setups = [Setup(c, d, w) for d in devices for c in cores if c <= here for w in args.workers]
+    print(f"## `dupwatch scan` of {sum(1 for p in root.rglob('*') if p.is_file())} camera-size JPEGs ({here} cores)\n")
+    print("\n".join(table(root, truth, setups, max(1, args.runs), work)))
+
+
+if __name__ == "__main__":
+    main()
