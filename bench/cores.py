@@ -1,5 +1,5 @@
-"""`dupwatch scan` by cores, decoding workers and device: whole-process wall and CPU time, with the groups checked
-against the first configuration's and scored.
+"""`dupwatch scan` by cores, decoding workers and device: whole-process wall time and the main process's CPU time,
+with the groups checked against the first configuration's and scored.
 
     python -m bench.cores [--work DIR] [--cores 1 2 4] [--device cpu cuda] [--workers 2 3] [--runs 2] [--photos N]
 
@@ -7,7 +7,9 @@ The set is camera-size JPEGs from bench/datagen.py (4032 px originals of the fir
 variants; all 11 by default: 175 files). Each configuration runs `dupwatch scan` into a new database as a new
 process, pinned to the first C cores (`sched_setaffinity`, which the scan sizes its CNN threads by), the
 configurations interleaved run by run; a device the machine lacks is left out. On a GPU machine this gives CUDA's
-images/s beside the CPU's on the same files; on any machine, how the scan scales with its cores.
+images/s beside the CPU's on the same files; on any machine, how the scan scales with its cores. The CPU time is
+what the scan's process and the children it waited for used: the decoding workers, forked by a server it does not
+wait for, are not in it (`perf stat` counts them).
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def table(root: Path, truth: dict, setups: list[Setup], runs: int, work: Path) -
     files = sum(1 for p in root.rglob("*") if p.is_file())
     first = scans[setups[0]][0].groups
     lines = [
-        f"| cores | device | decoding workers | wall, median of {runs} (range) | images/s | CPU | F1 | "
+        f"| cores | device | decoding workers | wall, median of {runs} (range) | images/s | CPU, main process | F1 | "
         "groups as the first row's |",
         "|---|---|---|---|---|---|---|---|",
     ]
