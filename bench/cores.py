@@ -17,20 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.datagen import PHOTOS, generate
+from bench.datagen import PHOTOS, camera_set
+from bench.run import dupwatch_cli
 from bench.scoring import relative, score
-from dupwatch.daemon.demo import VARIANTS
-
-DUPWATCH = Path(sys.executable).with_name("dupwatch")
 
 
 @dataclass(frozen=True)
@@ -38,10 +32,6 @@ class Setup:
     cores: int
     device: str
     workers: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.cores} cores, {self.device}, {self.workers} workers"
 
 
 @dataclass
@@ -51,30 +41,12 @@ class Scan:
     groups: list[list[str]]
 
 
-def camera_set(folder: Path, photos: int) -> tuple[Path, dict]:
-    """(the images folder, its truth), generated once into `folder`."""
-    if not (folder / "truth.json").exists():
-        jpeg_only = tuple(v for v in VARIANTS if v.name not in ("format_png", "format_webp"))
-        generate(folder, size=4032, photos=PHOTOS[:photos], bad=False, variants=jpeg_only)
-    return folder / "images", json.loads((folder / "truth.json").read_text())
-
-
 def scan(root: Path, setup: Setup, work: Path) -> Scan:
     """One `dupwatch scan` of `root` into a new database, pinned to the first `setup.cores` cores."""
     db = Path(tempfile.mkdtemp(prefix="cores-", dir=work)) / "cores.db"
-    cpus = set(range(setup.cores))
-    command = [str(DUPWATCH), "--db", str(db), "-q", "scan", "--device", setup.device]
-    command += ["--workers", str(setup.workers), str(root)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run(command, check=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    report = [str(DUPWATCH), "--db", str(db), "report", "--format", "json"]
-    out = json.loads(subprocess.run(report, check=True, capture_output=True, text=True).stdout)
-    groups = sorted(sorted(m["path"] for m in g["members"]) for g in out["groups"])
-    return Scan(wall, cpu, groups)
+    options = ["--device", setup.device, "--workers", str(setup.workers)]
+    done = dupwatch_cli(root, db, options, set(range(setup.cores)))
+    return Scan(done.seconds, done.cpu, sorted(sorted(g) for g in done.groups))
 
 
 def has_cuda() -> bool:
@@ -123,7 +95,8 @@ def main() -> None:
     devices = [d for d in args.device if d == "cpu" or has_cuda()]
     work = args.work or Path(tempfile.mkdtemp(prefix="dupwatch-cores-"))
     work.mkdir(parents=True, exist_ok=True)
-    root, truth = camera_set(work / "camera", args.photos)
+    camera_set(work / "camera", args.photos)
+    root, truth = work / "camera" / "images", json.loads((work / "camera" / "truth.json").read_text())
     setups = [Setup(c, d, w) for d in devices for c in cores if c <= here for w in args.workers]
     print(f"## `dupwatch scan` of {sum(1 for p in root.rglob('*') if p.is_file())} camera-size JPEGs ({here} cores)\n")
     print("\n".join(table(root, truth, setups, max(1, args.runs), work)))

@@ -8,9 +8,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dupwatch.daemon.demo import PHOTOS, SPLIT_PHOTOS, generate
+from dupwatch.daemon.demo import PHOTOS, SPLIT_PHOTOS, VARIANTS, generate
 
-__all__ = ["PHOTOS", "SPLIT_PHOTOS", "generate", "main"]
+__all__ = ["PHOTOS", "SPLIT_PHOTOS", "camera_set", "generate", "main"]
+
+
+def camera_set(folder: Path, photos: int) -> None:
+    """Camera-size JPEGs into `folder` unless they are there: 4032 px originals of the first `photos` sample
+    photos with their JPEG variants (no PNG or WebP ones, no unreadable files)."""
+    if (folder / "truth.json").exists():
+        return
+    jpeg_only = tuple(v for v in VARIANTS if v.name not in ("format_png", "format_webp"))
+    generate(folder, size=4032, photos=PHOTOS[:photos], bad=False, variants=jpeg_only)
 
 
 def main() -> None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -25,16 +28,28 @@ from bench.accuracy import BENCH_DATA, recorded_pairs, sweep
 from bench.scoring import Score, relative, score
 
 
-def dupwatch_cli(root: Path, db: Path) -> tuple[list[list[str]], float, float]:
-    """Scan with the real command line in a child process: (groups, seconds, the scan's own peak RSS in MB, read
-    by /usr/bin/time where there is one; else the largest of this process's children so far)."""
+class CliScan(NamedTuple):
+    groups: list[list[str]]
+    seconds: float
+    peak_mb: float  # the scan's own peak RSS, read by /usr/bin/time where there is one; else the largest child's
+    cpu: float  # seconds of CPU of the scan's process and the children it waited for (not the decoding workers)
+
+
+def dupwatch_cli(root: Path, db: Path, options: Sequence[str] = (), cpus: set[int] | None = None) -> CliScan:
+    """Scan with the real command line in a child process (`options` after `scan`; pinned to `cpus` if given),
+    then read its groups from `report --format json`."""
     exe = Path(sys.executable).with_name("dupwatch")
-    scan = [str(exe), "--db", str(db), "-q", "scan", str(root)]
+    scan = [str(exe), "--db", str(db), "-q", "scan", *options, str(root)]
     rss = db.with_name(db.name + ".rss")
     timed = Path("/usr/bin/time").exists()
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run(["/usr/bin/time", "-o", str(rss), "-f", "%M", *scan] if timed else scan, check=True)
+    command = ["/usr/bin/time", "-o", str(rss), "-f", "%M", *scan] if timed else scan
+    subprocess.run(command, check=True, preexec_fn=pin)
     seconds = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if timed:
         peak = int(rss.read_text().split()[-1]) / 1024
     else:
@@ -43,7 +58,7 @@ def dupwatch_cli(root: Path, db: Path) -> tuple[list[list[str]], float, float]:
         [str(exe), "--db", str(db), "report", "--format", "json"], check=True, capture_output=True, text=True
     ).stdout
     groups = [[m["path"] for m in g["members"]] for g in json.loads(out)["groups"]]
-    return groups, seconds, peak
+    return CliScan(groups, seconds, peak, cpu)
 
 
 def row(tool: str, s: Score | None, flips: Score | None, files: int, seconds: float, note: str = "") -> str:
@@ -64,7 +79,7 @@ def accuracy_table(name: str, root: Path, truth: dict, work: Path) -> tuple[list
         "|---|---|---|---|---|---|---|---|",
     ]
     no_flip = frozenset({"flip"})
-    groups, seconds, peak = dupwatch_cli(root, work / f"{abs(hash(name))}.db")
+    groups, seconds, peak, _ = dupwatch_cli(root, work / f"{abs(hash(name))}.db")
     rel = relative(groups, root)
     lines.append(
         row(
@@ -130,7 +145,7 @@ def speed_table(n: int, work: Path) -> list[str]:
         "| tool | images/s | ratio to dupwatch |",
         "|---|---|---|",
     ]
-    _, seconds, peak = dupwatch_cli(folder, work / "camera.db")
+    _, seconds, peak, _ = dupwatch_cli(folder, work / "camera.db")
     base = n / seconds
     lines.append(f"| **dupwatch** (CLI scan, model load included; peak RSS {peak:.0f} MB) | {base:.1f} | 1.00 |")
     for run in peers.all_peers(folder):

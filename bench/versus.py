@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from bench import peers
-from bench.datagen import PHOTOS, generate
+from bench.datagen import PHOTOS, camera_set, generate
 from bench.run import dupwatch_cli
 from bench.scoring import relative, score
 from bench.speed import _rate, cnn_paths
 from dupwatch.daemon.config import Config
-from dupwatch.daemon.demo import VARIANTS
 from dupwatch.daemon.pipeline import open_pipeline
 from dupwatch.daemon.store import Store
 from dupwatch.hashing.embedding import default_embedder
@@ -53,7 +52,7 @@ def versus(name: str, root: Path, truth: dict, work: Path, runs: int = 3) -> lis
     walls: dict[str, list[float]] = {"dupwatch": [], "phash": [], "fid": []}
     f1: dict[str, float | None] = {}
     for _ in range(runs):
-        groups, ours, peak = dupwatch_cli(root, _new_db(work, name))
+        groups, ours, peak, _ = dupwatch_cli(root, _new_db(work, name))
         PEAKS.append(peak)
         walls["dupwatch"].append(ours)
         f1["dupwatch"] = score(truth, relative(groups, root)).f1
@@ -98,9 +97,7 @@ def main() -> None:
     mixed, camera = work / "mixed", work / "camera"
     if not mixed.exists():
         generate(mixed, size=(300, 640, 1024, 2048, 3600), photos=PHOTOS)
-    if not camera.exists():
-        jpeg_only = tuple(v for v in VARIANTS if v.name not in ("format_png", "format_webp"))
-        generate(camera, size=4032, photos=PHOTOS[:5], bad=False, variants=jpeg_only)
+    camera_set(camera, 5)
     import json
 
     out = [f"## dupwatch beside the hash tools (whole-process wall time, {runs} interleaved runs, this machine)"]
