@@ -17,6 +17,7 @@ canvas) pair with nothing but their exact copies: their hashes and embeddings ag
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from dupwatch.hashing.detail import compare, overlap, texture
 from dupwatch.hashing.geometry import aligned_agreement, estimate_affine
 from dupwatch.hashing.hamming import HammingIndex
 from dupwatch.hashing.perceptual import hamming
-from dupwatch.hashing.views import IDENTITY, compose, dihedral, nearest_view
+from dupwatch.hashing.views import IDENTITY, compose, dihedral, inverse, nearest_view
 
 if TYPE_CHECKING:  # torch is imported only where the CNN runs, not by `status` or `report`
     from dupwatch.hashing.embedder import Embedder
@@ -50,6 +51,22 @@ class LocalDetail:
 
 
 ViewCache = dict[int, tuple[np.ndarray, np.ndarray | None]]  # view -> (embedding, local map) of the probe
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A file's place among the copies of one capture: the files matched as copies of one another share an
+    orientation (`orientation`), and `view` is the dihedral view that turns this file into it. The turn between
+    two copies then follows from their frames without comparing them."""
+
+    orientation: int
+    view: int
+
+    def turn_to(self, other: Frame) -> int | None:
+        """The view of this file that matches `other`'s, or None when the two frames are not related."""
+        if other.orientation != self.orientation:
+            return None
+        return compose(self.view, inverse(other.view))
 
 
 @dataclass
@@ -87,6 +104,7 @@ class Probe:
     structure: np.ndarray | None = None  # smoothed luminance (hashing.geometry.structure) of the upright view
     detail: np.ndarray | None = None  # hashing.detail.detail_image of the upright view
     texture: float | None = None  # hashing.detail.texture of it (computed here when not given)
+    frame: Frame | None = None  # set by Matcher.find when it confirms a copy whose frame is known
 
     def featureless(self, min_texture: float) -> bool:
         if self.texture is None and self.detail is not None:
@@ -111,7 +129,8 @@ class Matcher:
     ) -> None:
         self.cfg = cfg
         # the stored files known to be copies of a file: a candidate among the copies of a copy just confirmed is
-        # a copy too (the same capture twice over), without comparing its details again
+        # a copy too (the same capture twice over), without comparing its details again (nor its geometry, when
+        # the two files' frames give its turn)
         self.copies_of = copies_of
         # a stored file's (local descriptors, structure), cached or recomputed from disk
         self.load_local = load_local
@@ -120,6 +139,10 @@ class Matcher:
         self.ahashes = HammingIndex()
         self.chashes = HammingIndex()
         self.ahash_of: dict[int, int] = {}
+        # the frames of the files added by this process (files loaded from the store have none: they are
+        # verified as before)
+        self.frames: dict[int, Frame] = {}
+        self._orientations = itertools.count()
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -134,12 +157,14 @@ class Matcher:
         self.ahashes.add(file_id, probe.ahash_views[0])
         self.chashes.add(file_id, probe.chash)
         self.ahash_of[file_id] = probe.ahash_views[0]
+        self.frames[file_id] = probe.frame or Frame(next(self._orientations), IDENTITY)
 
     def remove(self, file_id: int) -> None:
         self.index.remove(file_id)
         self.ahashes.remove(file_id)
         self.chashes.remove(file_id)
         self.ahash_of.pop(file_id, None)
+        self.frames.pop(file_id, None)
 
     def candidates(self, probe: Probe, exclude: int | None = None) -> dict[int, tuple[int, float | None]]:
         """candidate id -> (the dihedral view that brought it, its cosine when the HNSW search already knows it).
@@ -271,12 +296,26 @@ class Matcher:
         grey_checked = 0
         if candidates is None:
             candidates = self.candidates(probe, exclude)
+        frame: Frame | None = None  # the probe's, from the first copy confirmed whose frame is known
+
+        def copy_of_copy(fid: int, sim: float, view: int) -> None:
+            matches.append(Match(fid, Tier.COPY, self._hamming(probe, fid, view), sim, view))
+            if self.copies_of is not None:
+                copied.update(self.copies_of(fid))
+
         for fid, sim, view in self.score(probe, candidates, cache, embed_views=False):
             hash_view = candidates[fid][0]
+            turn = self._turn(frame, fid)
+            if fid in copied and turn is not None and sim >= cfg.cosine_threshold:
+                # a copy of a copy just confirmed, alike enough on its own: the same capture, turned as their
+                # frames say; neither geometry nor details are compared again (most pairs of a photo's copies)
+                copy_of_copy(fid, sim, turn)
+                continue
             if view == IDENTITY and self._turn_worth_trying(hash_view, sim) and probe.pixels is not None:
                 if fid in copied and hash_view not in cache:
-                    # a copy of a copy just confirmed: the same capture, no CNN pass for its turn (see below)
-                    matches.append(Match(fid, Tier.COPY, self._hamming(probe, fid, hash_view), sim, hash_view))
+                    # a copy of a copy just confirmed, turned: the same capture, no CNN pass for its turn (see
+                    # below); the turn their frames give, else the one its hash found
+                    copy_of_copy(fid, sim, hash_view if turn is None else turn)
                     continue
                 turned = self._turned_cosine(probe, fid, hash_view, cache)
                 if turned > sim:
@@ -311,10 +350,21 @@ class Matcher:
             if tier is not None:
                 m.other, m.tier, m.hamming, m.cosine = fid, tier, self._hamming(probe, fid, m.view), sim
                 matches.append(m)
-                if tier == Tier.COPY and self.copies_of is not None:
-                    copied |= self.copies_of(fid)
+                if tier == Tier.COPY:
+                    if frame is None and fid in self.frames:  # the geometry's turn onto a copy with a frame
+                        theirs = self.frames[fid]
+                        frame = Frame(theirs.orientation, compose(m.view, theirs.view))
+                    if self.copies_of is not None:
+                        copied |= self.copies_of(fid)
+        probe.frame = frame
         matches.sort(key=lambda m: -m.cosine)
         return matches
+
+    def _turn(self, frame: Frame | None, fid: int) -> int | None:
+        """The probe's view onto a candidate as the frames give it (None when either has none, or they are not
+        related)."""
+        theirs = self.frames.get(fid)
+        return None if frame is None or theirs is None else frame.turn_to(theirs)
 
     def _agrees(self, checked: Verified | None, need: int) -> bool:
         """Geometry confirms the pair: enough inliers, and the aligned images agree where that can be measured."""

@@ -38,10 +38,23 @@ def _matrix(view: int) -> np.ndarray:
 _MATRICES = {v: _matrix(v) for v in ALL_VIEWS}
 
 
-def compose(first: int, then: int) -> int:
-    """The view equal to applying `first`, then `then`."""
+def _product(first: int, then: int) -> int:
     m = _MATRICES[then] @ _MATRICES[first]
     return next(v for v, q in _MATRICES.items() if np.array_equal(q, m))
+
+
+_PRODUCTS = {(a, b): _product(a, b) for a in ALL_VIEWS for b in ALL_VIEWS}  # the group's table, made once
+_INVERSES = {a: b for (a, b), c in _PRODUCTS.items() if c == IDENTITY}
+
+
+def compose(first: int, then: int) -> int:
+    """The view equal to applying `first`, then `then`."""
+    return _PRODUCTS[first, then]
+
+
+def inverse(view: int) -> int:
+    """The view that undoes `view`."""
+    return _INVERSES[view]
 
 
 def nearest_view(linear: np.ndarray, tolerance: float = 0.35) -> int:

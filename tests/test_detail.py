@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from bench.lookalikes import chat_screenshot, form
 from dupwatch.daemon.demo import load_photo, scale_to
 from dupwatch.hashing.detail import _gauss, compare, detail_image, overlap, texture
-from dupwatch.hashing.views import ALL_VIEWS, compose, dihedral, nearest_view
+from dupwatch.hashing.views import ALL_VIEWS, compose, dihedral, inverse, nearest_view
 
 IDENTITY_MODEL = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # hashing.geometry's grid map: a -> b unchanged
 
@@ -129,6 +129,7 @@ def test_views_compose_like_the_arrays_they_transform() -> None:
     for v in ALL_VIEWS:
         for w in ALL_VIEWS:
             assert np.array_equal(dihedral(dihedral(a, v), w), dihedral(a, compose(v, w)))
+        assert np.array_equal(dihedral(dihedral(a, v), inverse(v)), a)
 
 
 def test_a_rotation_in_a_grid_map_is_read_as_its_view() -> None:

@@ -176,6 +176,40 @@ def test_a_rotated_or_mirrored_copy_reports_the_view_that_maps_it_onto_the_origi
     assert pair.view == max(scores, key=scores.__getitem__) and scores[pair.view] > 0.9, (pair.view, scores)
 
 
+def test_copies_of_a_confirmed_copy_take_their_turn_from_the_frames_without_geometry(tmp_path: Path, embedder) -> None:
+    """A photo, its mirror image, and edits of the mirror image: each edit is compared (geometry and details) with
+    the copy it is most alike, and the copies of that copy become its copies without geometry of their own, turned
+    as the frames of the copies confirmed so far say (a mirror onto the original). The view recorded must still be
+    the one that maps the newer file onto the older."""
+    root = tmp_path / "f"
+    root.mkdir()
+    photo = np.asarray(scale_to(load_photo("astronaut"), 640))
+    mirror = Image.fromarray(dihedral(photo, 4))
+    files = {
+        "a_original.jpg": jpeg_bytes(Image.fromarray(photo)),
+        "b_mirror.jpg": jpeg_bytes(mirror),
+        "c_mirror_q40.jpg": jpeg_bytes(mirror, 40),
+        "d_mirror_blur.jpg": jpeg_bytes(mirror.filter(ImageFilter.GaussianBlur(1.5))),
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    store = _scan(root, tmp_path / "f.db", embedder)
+    [(_, members)] = store.read.groups()
+    assert len(members) == len(files)
+    by_id = {r.id: r.path for r in members}
+    pairs = store.read.pairs_within(list(by_id))
+    assert len(pairs) == 6 and {p.tier for p in pairs} == {Tier.COPY}
+    pixels = {path: fingerprint_file(path).fingerprint.pixels for path in by_id.values()}  # type: ignore[union-attr]
+    for p in pairs:
+        older, newer = sorted((by_id[p.a], by_id[p.b]))  # recorded in path order
+        scores = {v: _correlation(dihedral(pixels[newer], v), pixels[older]) for v in range(8)}
+        assert p.view == max(scores, key=scores.__getitem__), (older, newer, p.view, scores)
+    cfg = Config()
+    derived = [p for p in pairs if p.inliers is None and p.cosine >= cfg.cosine_threshold]
+    assert derived, [(p.a, p.b, p.cosine, p.inliers) for p in pairs]
+    assert any(p.view == 4 for p in derived)  # a turn that only the frames knew: the pair was not compared
+
+
 def _cli(db: Path, *args: str) -> dict:
     r = CliRunner().invoke(main, ["--db", str(db), *args])
     assert r.exit_code == 0, r.output
