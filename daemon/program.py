@@ -8,9 +8,35 @@ the program runs.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 
 def main() -> None:
-    """Run the `dupwatch` command line (daemon.cli)."""
+    """Run the `dupwatch` command line (daemon.cli), then leave at once (see `leave`)."""
     from dupwatch.daemon.cli import main as command_line
 
-    command_line()
+    try:
+        command_line()
+    except SystemExit as e:
+        leave(e.code)
+    leave(0)
+
+
+def leave(code: object) -> None:
+    """End the process with exit status `code` without the interpreter's teardown. By the time a command returns it
+    has committed and closed its database, saved its index and stopped its workers; what the interpreter would do
+    after that is unload every module one by one, which once torch is imported took 0.1-0.3 s (a third of a
+    second after a bare `import torch`, ~0.15 s after an 85-photo camera scan, whose whole run is ~3.5 s). Log
+    handlers and the output streams are flushed first; a closed pipe on the other end loses nothing more than it
+    would have. `sys.exit("message")` is left to Python, which prints the message and exits 1."""
+    if code is not None and not isinstance(code, int):
+        raise SystemExit(code)
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken pipe: nothing more can be written anyway
+            stream.flush()
+    os._exit(code or 0)
