@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from bench.lookalikes import chat_screenshot, form
 from dupwatch.daemon.demo import load_photo, scale_to
-from dupwatch.hashing.detail import _gauss, compare, detail_image, overlap, texture
+from dupwatch.hashing.detail import _gauss, _warp, compare, detail_image, overlap, texture
 from dupwatch.hashing.views import ALL_VIEWS, compose, dihedral, inverse, nearest_view
 
 IDENTITY_MODEL = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # hashing.geometry's grid map: a -> b unchanged
@@ -140,3 +140,31 @@ def test_a_rotation_in_a_grid_map_is_read_as_its_view() -> None:
         here = grid.reshape(-1, 2) - 6.5
         linear = np.linalg.lstsq(here, moved, rcond=None)[0].T  # view position -> original position
         assert compose(v, nearest_view(linear)) == 0, v
+
+
+@pytest.mark.parametrize(
+    "p",
+    [
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],  # as is
+        [[0.8, 0.05, 30.3], [-0.04, 0.82, 11.7]],  # a crop, slightly turned
+        [[1.3, 0.0, -40.0], [0.0, 1.25, -25.5]],  # an enlargement: much of it falls outside
+        [[-1.0, 0.0, 200.0], [0.0, 1.0, 0.0]],  # mirrored
+        [[0.0, -1.0, 180.0], [1.0, 0.0, -7.2]],  # a quarter turn
+    ],
+)
+def test_the_warp_samples_like_pils_affine_transform(p: list[list[float]]) -> None:
+    """`_warp` (OpenCV's, 8x faster) keeps PIL's meaning of the map and of "inside": output pixel (x, y) samples
+    b at p @ (x + 0.5, y + 0.5, 1) when that point lies within b, bilinearly, edges repeated."""
+    rng = np.random.default_rng(5)
+    b = (rng.random((180, 200)) * 255).astype(np.float32)
+    pm = np.array(p)
+    coeffs = tuple(float(c) for c in pm.ravel())
+    ref = Image.fromarray(b, mode="F").transform(
+        (160, 150), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=float("nan")
+    )
+    expected = np.asarray(ref, np.float32)
+    warped, inside = _warp(b, pm, (160, 150))
+    assert np.array_equal(inside, ~np.isnan(expected))
+    assert inside.any()
+    assert np.abs(warped[inside] - expected[inside]).max() < 0.01
+    assert not warped[~inside].any()
