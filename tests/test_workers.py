@@ -21,7 +21,10 @@ _BLURS = """
 import resource, sys
 import numpy as np
 from dupwatch.daemon.allocator import keep_freed_memory
-from dupwatch.hashing.detail import band_pass
+from dupwatch.hashing.filters import smooth
+def band_pass(a):  # two Gaussian blurs in numpy's passes (hashing.filters, as the structure images' blur)
+    k1, k2 = (np.exp(-0.5 * (np.arange(-r, r + 1) / s) ** 2) for r, s in ((3, 0.8), (6, 2.0)))
+    return smooth(a, k1 / k1.sum()) - smooth(a, k2 / k2.sum())
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
 image = np.random.default_rng(0).random((448, 448), dtype=np.float32) * 255
