@@ -93,8 +93,8 @@ def test_screenshots_of_one_layout_with_other_text_disagree(draw) -> None:
 
 @pytest.mark.parametrize("sigma", [0.8, 1.5, 2.0])
 def test_the_blur_is_a_gaussian_convolution_with_repeated_edges(coffee: Image.Image, sigma: float) -> None:
-    """The blur sums symmetric taps in pairs, in place: the same as convolving each row, then each column, with
-    the sampled Gaussian over edge-repeated borders (written out here the plain way)."""
+    """The blur (OpenCV's separable filter) is the same as convolving each row, then each column, with the sampled
+    Gaussian over edge-repeated borders (written out here the plain way)."""
     a = np.asarray(coffee.convert("L").resize((120, 90)), np.float32)
     r = max(1, int(3 * sigma + 0.5))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)

@@ -17,36 +17,37 @@ from dupwatch.daemon.store import Store
 from dupwatch.hashing.embedding import tiny_embedder
 from tests.helpers import marking_fingerprinter, noise_png, overlap_fingerprinter, reporting_fingerprinter
 
-_BLURS = """
+_COMPARISONS = """
 import resource, sys
 import numpy as np
 from dupwatch.daemon.allocator import keep_freed_memory
-from dupwatch.hashing.filters import smooth
-def band_pass(a):  # two Gaussian blurs in numpy's passes (hashing.filters, as the structure images' blur)
-    k1, k2 = (np.exp(-0.5 * (np.arange(-r, r + 1) / s) ** 2) for r, s in ((3, 0.8), (6, 2.0)))
-    return smooth(a, k1 / k1.sum()) - smooth(a, k2 / k2.sum())
+from dupwatch.hashing.detail import compare
+from dupwatch.hashing.geometry import GRID
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
-image = np.random.default_rng(0).random((448, 448), dtype=np.float32) * 255
-band_pass(image)
+image = (np.random.default_rng(0).random((456, 456)) * 255).astype(np.uint8)
+a, b = image[:448, :448], image[5:453, 3:451]  # b: a shifted by a fraction of a cell, refined in full
+model = np.array([[1.0, 0.0], [0.0, 1.0], [-3 * GRID / 448, -5 * GRID / 448]])
+compare(a, b, model)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
-    band_pass(image)
+    compare(a, b, model)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 """
 
 
-def _faults_per_blur(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _BLURS, mode], capture_output=True, text=True, check=True)
+def _faults_per_comparison(mode: str) -> float:
+    out = subprocess.run([sys.executable, "-c", _COMPARISONS, mode], capture_output=True, text=True, check=True)
     return float(out.stdout)
 
 
 def test_array_temporaries_reuse_freed_memory_instead_of_faulting_in_new_pages() -> None:
-    """A band-pass of a 448x448 detail image (two Gaussian blurs, ~20 temporaries of 800 KiB) faulted in ~1,800
-    fresh pages each time under glibc's default thresholds; with the allocator set, freed memory is reused."""
+    """A detail comparison of two 448x448 images (warps, band-passes, blocks: dozens of temporaries of 800 KiB)
+    faults in ~1,100 fresh pages each time under glibc's default thresholds; with the allocator set, freed memory
+    is reused."""
     if not keep_freed_memory():
         pytest.skip("not glibc: the allocator is left as it is")
-    default, kept = _faults_per_blur("default"), _faults_per_blur("kept")
+    default, kept = _faults_per_comparison("default"), _faults_per_comparison("kept")
     assert default > 500, default  # what the setting is for (if glibc changes its defaults, this says so)
     assert kept < default / 20, (kept, default)
 
