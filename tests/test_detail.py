@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from bench.lookalikes import chat_screenshot, form
 from dupwatch.daemon.demo import load_photo, scale_to
-from dupwatch.hashing.detail import _gauss, _warp, compare, detail_image, overlap, texture
+from dupwatch.hashing.detail import _component_sizes, _gauss, _warp, compare, detail_image, overlap, texture
 from dupwatch.hashing.views import ALL_VIEWS, compose, dihedral, inverse, nearest_view
 
 IDENTITY_MODEL = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # hashing.geometry's grid map: a -> b unchanged
@@ -122,6 +122,15 @@ def test_overlap_of_a_resize_a_crop_and_far_apart_crops() -> None:
     assert 0.5 < overlap(crop) < 0.6
     apart = np.array([[1.0, 0.0], [0.0, 1.0], [-11.0, 0.0]])  # b starts where a's last 3 columns are
     assert overlap(apart) < 0.25
+
+
+def test_blocks_of_contradiction_that_touch_at_a_corner_are_one_region() -> None:
+    mask = np.zeros((6, 7), dtype=bool)
+    mask[0, 0] = mask[1, 1] = mask[2, 2] = True  # a diagonal: one region of 3 (8-connected)
+    mask[4:6, 4:7] = True  # a 2x3 patch touching the border: 6
+    mask[0, 6] = True  # on its own: 1
+    assert sorted(_component_sizes(mask)) == [1, 3, 6]
+    assert _component_sizes(np.zeros((5, 5), dtype=bool)) == []
 
 
 def test_views_compose_like_the_arrays_they_transform() -> None:
