@@ -5,7 +5,8 @@ starts a thread per core when numpy is first imported, and each one spins for a 
 matrices are small (the matcher's, one photo at a time) and its cores belong to the decoding workers and the CNN, so
 every dupwatch process (the CLI, the forkserver, the decoding workers it forks) runs one BLAS thread unless the
 environment already asks for more. On the 2-core camera scan the spinning cost 0.21-0.37 s of CPU and up to
-0.15 s of wall time (README, Speed); `daemon.priority.one_blas_thread` still limits a process that imported numpy first.
+0.15 s of wall time (README, Speed); `daemon.priority.one_math_thread` still limits a process that imported numpy
+first, and OpenCV's pool with it.
 """
 
 import os

@@ -265,9 +265,9 @@ def scan(obj: Context, dirs: tuple[Path, ...], **overrides: Any) -> None:
 
 def _scan(cfg: Config, dirs: list[Path], quiet: bool) -> None:
     from dupwatch.daemon.pipeline import open_pipeline
-    from dupwatch.daemon.priority import one_blas_thread
+    from dupwatch.daemon.priority import one_math_thread
 
-    one_blas_thread()
+    one_math_thread()
     started = time.monotonic()
     with _writing(cfg) as store:
         progress = _Progress(quiet)
@@ -657,9 +657,9 @@ def watch(
     def reload() -> Config:
         return load_config(obj.config_path).with_overrides(on_duplicate=on_duplicate, **overrides)
 
-    from dupwatch.daemon.priority import lower_priority, one_blas_thread
+    from dupwatch.daemon.priority import lower_priority, one_math_thread
 
-    one_blas_thread()
+    one_math_thread()
     for change in lower_priority(cfg.nice, io_idle=cfg.nice > 0):  # before the workers start: they inherit it
         log.info("priority: %s", change)
     service = Service(cfg, roots, _embedder(cfg), polling=polling, reload_config=reload)

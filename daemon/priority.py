@@ -39,8 +39,10 @@ def lower_priority(nice: int, io_idle: bool) -> list[str]:
     return done
 
 
-def one_blas_thread() -> None:
-    """numpy's BLAS (OpenBLAS) runs a thread per core, spinning while it waits; beside the CNN's threads and the
+def one_math_thread() -> None:
+    """One thread each for the libraries that do the matching's arithmetic: numpy's BLAS and OpenCV.
+
+    numpy's BLAS (OpenBLAS) runs a thread per core, spinning while it waits; beside the CNN's threads and the
     decode workers that oversubscribes the cores. The matching's small matrices gain nothing from more threads,
     and under one other busy process a scan of 202 files took 25 s with them and 17 s without (README, Speed).
     OpenCV's pool (hashing.detail's warps and blurs) likewise: the matching is one thread among dupwatch's own."""

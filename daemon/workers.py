@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from dupwatch.daemon.allocator import keep_freed_memory
-from dupwatch.daemon.priority import one_blas_thread
+from dupwatch.daemon.priority import one_math_thread
 from dupwatch.hashing.fingerprint import FileResult
 
 # What a decoding worker runs for one path: (path, max_side, max_pixels, max_bytes) -> its FileResult. A module-level
@@ -46,7 +46,7 @@ def init_worker(headroom: int, nice: int = 0) -> None:
     if nice > 0:
         os.nice(nice)
     limit_memory(headroom)
-    one_blas_thread()
+    one_math_thread()
 
 
 def limit_memory(headroom: int) -> None:

@@ -146,21 +146,23 @@ def test_the_cnn_runs_small_batches_on_a_cpu_and_large_ones_where_asked() -> Non
     assert isinstance(default, TorchEmbedder) and default.batch_size == CPU_BATCH
 
 
-def test_scans_use_one_blas_thread() -> None:
+def test_scans_use_one_blas_thread_and_one_opencv_thread() -> None:
     """OpenBLAS's spinning threads beside torch and the decode workers made a scan under another busy process
-    take 25 s instead of 17 s; `scan`, `watch` and the decode workers keep numpy's BLAS to one thread."""
+    take 25 s instead of 17 s; `scan`, `watch` and the decode workers keep numpy's BLAS to one thread, and
+    OpenCV's pool (the detail comparison's warps and blurs) likewise."""
     import subprocess
     import sys
 
     code = (
         "import numpy; from threadpoolctl import threadpool_info, threadpool_limits\n"
         "threadpool_limits(limits=2, user_api='blas')  # as on any 2-core machine\n"
-        "from dupwatch.daemon.priority import one_blas_thread; one_blas_thread()\n"
-        "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))"
+        "from dupwatch.daemon.priority import one_math_thread; one_math_thread()\n"
+        "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))\n"
+        "import cv2; print(cv2.getNumThreads())"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "[1]"
+    assert r.stdout.split() == ["[1]", "1"]
 
 
 def test_the_readme_example_config_is_valid(tmp_path: Path) -> None:
