@@ -108,6 +108,52 @@ def test_the_daemon_stops_when_its_database_goes_bad(daemon: tuple[subprocess.Po
     assert {"deleted": "was deleted", "truncated": "truncated", "replaced": "replaced"}[damage] in err
 
 
+_KILL_AT_EACH_STATEMENT = """
+import os, signal, sqlite3, sys
+from pathlib import Path
+from dupwatch.daemon.store import Store
+connect = sqlite3.connect
+n = 0
+while True:  # a forked child per instant: it makes d{n}.db and kills itself at its n-th SQL statement
+    pid = os.fork()
+    if pid == 0:
+        def dying_connect(*args, **kwargs):
+            conn = connect(*args, **kwargs)
+            seen = []
+            def trace(sql):
+                if len(seen) == n:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                seen.append(sql)
+            conn.set_trace_callback(trace)
+            return conn
+        sqlite3.connect = dying_connect
+        Store(Path(sys.argv[1]) / f"d{n}.db").close()
+        os._exit(0)
+    status = os.waitpid(pid, 0)[1]
+    if os.WIFEXITED(status):  # made without reaching statement n: every instant has been tried
+        print(n)
+        break
+    assert os.WTERMSIG(status) == signal.SIGKILL
+    n += 1
+"""
+
+
+def test_a_process_killed_while_making_the_database_leaves_none_that_the_next_start_refuses(tmp_path: Path) -> None:
+    """Killed at each SQL statement of making a new database in turn (the first: right after the file was
+    created), the next open makes or completes it; none is left empty or half-made, nor any unfinished file."""
+    out = subprocess.run(
+        [sys.executable, "-c", _KILL_AT_EACH_STATEMENT, str(tmp_path)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    instants = int(out.stdout)
+    assert instants > 5
+    for n in range(instants):
+        db = tmp_path / f"d{n}.db"
+        Store(db).close()  # raised StoreError ("0 bytes ... truncated?") after a kill at statement 0
+        assert Store(db, readonly=True).read.counts()["files"] == 0
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("d")] == []
+
+
 # -- 15. a first reconcile longer than systemd's timeouts --------------------------------------------------------------
 
 
@@ -285,9 +331,12 @@ def test_kill_9_of_watch_at_random_instants_loses_nothing(tmp_path: Path) -> Non
         proc.kill()
         proc.wait()
     digest = tree_digest(photos)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert wait_until(lambda: count() == total, 600, every=0.5), (count(), total)
+    log = tmp_path / "last.log"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:  # the last start must not give up on what the kills left (it once refused a 0-byte database file)
+        wait_until(lambda: count() == total or proc.poll() is not None, 600, every=0.5)
+        assert proc.poll() is None, log.read_text()
+        assert count() == total, (count(), total)
     finally:
         proc.terminate()
         proc.wait(30)

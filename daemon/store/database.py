@@ -7,6 +7,7 @@ change, which lets the index catch up after a crash instead of rebuilding from s
 
 from __future__ import annotations
 
+import glob
 import os
 import sqlite3
 from collections.abc import Callable
@@ -146,6 +147,8 @@ def open_database(path: Path, readonly: bool = False, busy_timeout: float | None
     if path.exists() and path.stat().st_size == 0:  # SQLite would take it for a new database: it was truncated
         raise StoreError(f"{path} is empty (0 bytes), not a dupwatch database: truncated? remove it to start afresh")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not readonly and not path.exists():
+        _create(path, busy_timeout or BUSY_TIMEOUT_S)
     try:
         db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=busy_timeout or BUSY_TIMEOUT_S))
     except sqlite3.Error as e:
@@ -165,6 +168,64 @@ def open_database(path: Path, readonly: bool = False, busy_timeout: float | None
         db.close()
         raise
     return db
+
+
+_UNFINISHED = ".new-"  # .NAME.new-PID: a database being made by process PID
+_SIDECARS = ("", "-wal", "-shm", "-journal")
+
+
+def _create(path: Path, timeout: float) -> None:
+    """Make a new database under a temporary name beside `path` and link it into place whole: a process killed
+    while making it leaves no 0-byte or half-made file at `path`, which the next start would have to refuse as
+    damaged (a 0-byte database is what a truncation leaves). Another process that made it first wins."""
+    _sweep_unfinished(path)
+    tmp = path.with_name(f".{path.name}{_UNFINISHED}{os.getpid()}")
+    _remove(tmp)
+    try:
+        conn = sqlite3.connect(str(tmp), timeout=timeout)
+        try:
+            db = sqlite_utils.Database(conn)
+            db.enable_wal()
+            _migrate(db, tmp)
+        finally:
+            conn.close()  # the last connection: the WAL is checkpointed into the file and removed
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a filesystem without hard links
+            if not path.exists():
+                os.rename(tmp, path)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot make database {path}: {e}") from None
+    except OSError as e:
+        raise StoreError(f"cannot make database {path}: {e.strerror or e}") from None
+    finally:
+        _remove(tmp)
+
+
+def _sweep_unfinished(path: Path) -> None:
+    """Remove the databases that killed processes left half-made beside `path`."""
+    prefix = f".{path.name}{_UNFINISHED}"
+    for leftover in path.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = leftover.name[len(prefix) :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    for suffix in _SIDECARS:
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 SQLITE_MAGIC = b"SQLite format 3\0"
