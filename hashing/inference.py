@@ -187,11 +187,16 @@ class InferencePath:
         return f"{self.device} {self.precision}{frozen}" + (" (cached)" if self.cached else "")
 
 
-def _cache_key(model: nn.Module, device: str, precision: Precision, batch: int) -> str:
+def _cache_key(weights: nn.Module | str, device: str, precision: Precision, batch: int) -> str:
+    """The graph's file name: what the weights are (a string that names them, else the first bytes of every
+    tensor) and everything the graph was built for."""
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes()[:4096])  # enough to tell checkpoints apart
+    if isinstance(weights, str):
+        h.update(b"named:" + weights.encode())
+    else:
+        for name, t in sorted(weights.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes()[:4096])  # enough to tell checkpoints apart
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"})
     for part in (torch.__version__, device, precision, str(batch), str(GRAPH_VERSION), *flags):
         h.update(part.encode())
@@ -199,18 +204,26 @@ def _cache_key(model: nn.Module, device: str, precision: Precision, batch: int) 
 
 
 def build_path(
-    model: FeatureNetwork,
+    model: FeatureNetwork | Callable[[], FeatureNetwork],
     device: str = "cpu",
     precision: Precision = Precision.FP32,
     frozen: bool = True,
     cache_dir: Path | None = None,
     batch: int = 16,
+    weights: str | None = None,
 ) -> InferencePath:
-    """The fastest path this machine offers for `model` (an eval-mode FeatureNetwork)."""
+    """The fastest path this machine offers for `model` (an eval-mode FeatureNetwork on `device`, or a function
+    that makes one). With `weights`, a string that names the network's weights (their file and its stamp), a
+    cached graph is found without making the network at all: a command that finds one loads no weights."""
     start = time.perf_counter()
     path = None
     if frozen and cache_dir is not None:
-        path = cache_dir / f"cnn-{_cache_key(model, device, precision, batch)}.pt"
+        named: nn.Module | str
+        if weights is None:
+            model = named = _made(model)
+        else:
+            named = weights
+        path = cache_dir / f"cnn-{_cache_key(named, device, precision, batch)}.pt"
     if path is not None and path.exists():
         try:
             with warnings.catch_warnings():
@@ -221,7 +234,7 @@ def build_path(
         except (RuntimeError, OSError, ValueError) as e:
             log.warning("CNN graph cache %s unusable (%s): building it again", path, e)
     # the folded network is only needed to run eagerly or to trace: a cached graph carries its own weights
-    net = fold_batchnorm(model).to(device=device)
+    net = fold_batchnorm(_made(model)).to(device=device)
     if device == "cpu":
         pointwise_by_onednn(net)
     net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -236,6 +249,10 @@ def build_path(
         _save(graph, path)
     log.info("CNN graph (%s, %s) built in %.1f s", device, precision, time.perf_counter() - start)
     return InferencePath(_runner(graph, device), device, precision, True, time.perf_counter() - start)
+
+
+def _made(model: FeatureNetwork | Callable[[], FeatureNetwork]) -> FeatureNetwork:
+    return typing.cast("FeatureNetwork", model) if isinstance(model, nn.Module) else model()
 
 
 class _Unprofiled:
