@@ -154,6 +154,20 @@ def test_a_process_killed_while_making_the_database_leaves_none_that_the_next_st
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("d")] == []
 
 
+def test_a_database_that_cannot_be_made_on_a_full_disk_is_one_error_line_and_leaves_nothing(tmp_path: Path) -> None:
+    from tests.helpers import tmpfs
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(noise_png(1, 64))
+    with tmpfs(tmp_path / "small", size="24k") as small:  # room for the file, not for its schema
+        r = _cli("--db", small / "d.db", "scan", photos)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.count("\n") == 1 and "cannot make database" in r.stderr and "full" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+        assert [p.name for p in small.iterdir() if not p.name.endswith(".lock")] == []  # no half-made database
+
+
 # -- 15. a first reconcile longer than systemd's timeouts --------------------------------------------------------------
 
 

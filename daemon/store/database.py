@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -197,11 +198,21 @@ def _create(path: Path, timeout: float) -> None:
             if not path.exists():
                 os.rename(tmp, path)
     except sqlite3.Error as e:
-        raise StoreError(f"cannot make database {path}: {e}") from None
+        raise StoreError(f"cannot make database {path}: {e}{_space_left(path)}") from None
     except OSError as e:
-        raise StoreError(f"cannot make database {path}: {e.strerror or e}") from None
+        raise StoreError(f"cannot make database {path}: {e.strerror or e}{_space_left(path)}") from None
     finally:
         _remove(tmp)
+
+
+def _space_left(path: Path) -> str:
+    """A note for the error of a database that could not be made where the disk is (all but) full: SQLite says
+    only 'disk I/O error' when its WAL index cannot be mapped there."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return ""
+    return f" (the disk is full: {free:,} bytes free in {path.parent})" if free < (1 << 20) else ""
 
 
 def _sweep_unfinished(path: Path) -> None:
