@@ -154,6 +154,17 @@ def test_a_process_killed_while_making_the_database_leaves_none_that_the_next_st
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("d")] == []
 
 
+def test_only_the_leftovers_of_a_dead_maker_are_swept_never_a_file_that_shares_their_prefix(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid names a process that is gone
+    leftovers = [f".d.db.new-{dead.pid}", f".d.db.new-{dead.pid}-wal", f".d.db.new-{dead.pid}-shm"]
+    kept = [f".d.db.new-{dead.pid}-holiday.jpg", f".d.db.new-{os.getppid()}", ".d.db.new-x"]  # a photo; a live maker
+    for name in leftovers + kept:
+        (tmp_path / name).write_bytes(b"x")
+    Store(tmp_path / "d.db").close()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(kept)
+
+
 def test_a_database_that_cannot_be_made_on_a_full_disk_is_one_error_line_and_leaves_nothing(tmp_path: Path) -> None:
     from tests.helpers import tmpfs
 

@@ -216,10 +216,12 @@ def _space_left(path: Path) -> str:
 
 
 def _sweep_unfinished(path: Path) -> None:
-    """Remove the databases that killed processes left half-made beside `path`."""
+    """Remove the databases that killed processes left half-made beside `path`: only names of exactly the form
+    `_create` gives (.NAME.new-PID and its SQLite sidecars), never another file that happens to share the prefix."""
     prefix = f".{path.name}{_UNFINISHED}"
     for leftover in path.parent.glob(f"{glob.escape(prefix)}*"):
-        pid = leftover.name[len(prefix) :].split("-")[0]
+        rest = leftover.name[len(prefix) :]
+        pid = next((rest[: -len(s)] for s in _SIDECARS[1:] if rest.endswith(s)), rest)
         if pid.isdigit() and not _alive(int(pid)):
             leftover.unlink(missing_ok=True)
 
