@@ -18,6 +18,7 @@ import copy
 import hashlib
 import logging
 import os
+import re
 import time
 import typing
 import warnings
@@ -280,10 +281,15 @@ def _runner(graph: torch.jit.ScriptModule, device: str) -> Callable[[torch.Tenso
     return graph if device != "cpu" else _Unprofiled(graph)
 
 
+# what `_save` writes before it renames: `.cnn-KEY.pt.PID`
+_UNFINISHED = re.compile(r"\.cnn-[0-9a-f]{24}\.pt\.([0-9]+)")
+
+
 def _save(graph: torch.jit.ScriptModule, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_unfinished(path.parent)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.jit.save(graph, str(tmp))
@@ -293,3 +299,27 @@ def _save(graph: torch.jit.ScriptModule, path: Path) -> None:
         log.warning("CNN graph not cached (%s): it is built again next time", e)
         with contextlib.suppress(OSError):  # our own half-written file in the cache folder (a full disk)
             tmp.unlink()
+
+
+def _sweep_unfinished(folder: Path) -> None:
+    """Remove the graphs that processes killed while saving them left half-written in the cache folder (~14 MB
+    each), never a name `_save` does not write nor one whose writer is still running."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            m = _UNFINISHED.fullmatch(name)
+            if m is not None and not _running(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    (folder / name).unlink()
+                    log.info("removed %s, left by a process killed while saving the CNN graph", name)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: running
+        return True
+    return True

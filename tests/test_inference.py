@@ -5,6 +5,9 @@ without native bf16 falls back to fp32."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,8 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from dupwatch.daemon.demo import PHOTOS, load_photo
+from dupwatch.hashing import inference
 from dupwatch.hashing.embedding import (
     SameConv2d,
     TorchEmbedder,
@@ -183,6 +188,37 @@ def test_a_graph_that_cannot_be_cached_leaves_no_half_written_file(model, batch,
     with torch.inference_mode():
         assert path.run(batch[:2])[0].shape[0] == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_graph_half_saved_by_a_killed_process_is_removed_at_the_next_save(model, batch, tmp_path: Path) -> None:
+    """A process killed while saving the graph (once per machine, ~14 MB) left its temporary file in the cache
+    folder for good. The next build removes it; a save still under way in a live process and any other name are
+    kept."""
+    pid = os.fork()
+    if pid == 0:  # the child: killed halfway through writing the graph
+
+        def killed(graph, name: str) -> None:  # type: ignore[no-untyped-def]
+            Path(name).write_bytes(b"half a graph")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.jit.save = killed
+        inference._save(torch.jit.script(nn.Identity()), tmp_path / f"cnn-{'a' * 24}.pt")
+        os._exit(0)  # not reached
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    [left] = tmp_path.iterdir()
+    assert left.name == f".cnn-{'a' * 24}.pt.{pid}"
+    with subprocess.Popen(["sleep", "60"]) as live:
+        try:
+            kept = [f".cnn-{'b' * 24}.pt.{live.pid}", f".cnn-{'c' * 24}.pt.{pid}-notes", "holiday.jpg"]
+            for name in kept:
+                (tmp_path / name).write_bytes(b"x")
+            path = build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=4)
+        finally:
+            live.kill()
+    assert not path.cached
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, *(p.name for p in tmp_path.glob("cnn-*.pt"))])
+    assert len(list(tmp_path.glob("cnn-*.pt"))) == 1 and not left.exists()
 
 
 def test_the_frozen_graph_clips_in_place_and_never_pads_an_activation(model, tmp_path: Path) -> None:
