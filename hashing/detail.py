@@ -18,6 +18,7 @@ word changes), and compared block by block. The result says which blocks disagre
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -150,33 +151,43 @@ def _refine_at(a: np.ndarray, b: np.ndarray, p: np.ndarray, scale: float, iterat
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
     for _ in range(iterations):
         wb, inside = _warp(sb, ps, (w, h))
-        if inside.sum() < 64:
+        if np.count_nonzero(inside) < 64:
             break
-        gy, gx = np.gradient(wb)
-        ea, eb = sa[inside], wb[inside]
-        gain = (ea.std() + 1e-6) / (eb.std() + 1e-6)
-        e = (ea - ea.mean()) - gain * (eb - eb.mean())
-        size = np.abs(e)
-        spread = 1.4826 * float(np.mean(size)) + 1e-3  # ~ a robust deviation, without a median's sort
-        weight = np.minimum(1.0, 3.0 * spread / (size + 1e-6))
         try:
             to_b = np.linalg.inv(ps[:, :2])  # image gradients in b's frame from those in a's
         except np.linalg.LinAlgError:
             break
+        gy, gx = np.gradient(wb)
+        # each pass below works in place on the pixels inside: these are large arrays and few operations each
+        ea, eb = sa[inside], wb[inside]
+        n = len(ea)
+        ea -= ea.mean()
+        eb -= eb.mean()
+        gain = (math.sqrt(float(ea @ ea) / n) + 1e-6) / (math.sqrt(float(eb @ eb) / n) + 1e-6)
+        eb *= np.float32(gain)
+        e = np.subtract(ea, eb, out=ea)
+        size = np.abs(e, out=eb)
+        spread = 1.4826 * float(size.mean()) + 1e-3  # ~ a robust deviation, without a median's sort
+        size += np.float32(1e-6)
+        # the square root of each residual's weight (beyond 3 deviations, less): it multiplies both sides of J
+        root = np.sqrt(np.minimum(np.float32(1.0), np.float32(3.0 * spread) / size, out=size), out=size)
+        e *= root
         gxa, gya = gx[inside], gy[inside]
+        gxa *= root
+        gya *= root
         gbx = gxa * np.float32(gain * to_b[0, 0]) + gya * np.float32(gain * to_b[1, 0])
-        gby = gxa * np.float32(gain * to_b[0, 1]) + gya * np.float32(gain * to_b[1, 1])
+        gby = np.multiply(gxa, np.float32(gain * to_b[0, 1]), out=gxa)
+        gby += np.multiply(gya, np.float32(gain * to_b[1, 1]), out=gya)
         x, y = xs[inside], ys[inside]
-        # the Jacobian with one row per parameter (contiguous rows: the 6x6 normal matrix is one quick product)
-        jac = np.empty((6, len(e)), np.float32)
+        # the weighted Jacobian with one row per parameter (contiguous rows: J Jt is one quick product)
+        jac = np.empty((6, n), np.float32)
         np.multiply(gbx, x, out=jac[0])
         np.multiply(gbx, y, out=jac[1])
         jac[2] = gbx
         np.multiply(gby, x, out=jac[3])
         np.multiply(gby, y, out=jac[4])
         jac[5] = gby
-        jw = jac * weight
-        step = np.linalg.solve((jw @ jac.T).astype(np.float64) + 1e-3 * np.eye(6), (jw @ e).astype(np.float64))
+        step = np.linalg.solve((jac @ jac.T).astype(np.float64) + 1e-3 * np.eye(6), (jac @ e).astype(np.float64))
         ps += step.reshape(2, 3)
         if np.abs(step[[0, 1, 3, 4]]).max() * w + np.abs(step[[2, 5]]).max() < 0.1:
             break
