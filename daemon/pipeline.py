@@ -117,9 +117,10 @@ class _Item:
     local: np.ndarray | None = None
     reuse_from: FileRecord | None = None  # identical content already fingerprinted
     moved_from: FileRecord | None = None  # a deleted row with identical content: this is a rename
+    twin_of: _Item | None = None  # identical content earlier in the same batch: its record is lent once written
 
     def reset(self) -> None:
-        self.record = self.embedding = self.local = self.reuse_from = self.moved_from = None
+        self.record = self.embedding = self.local = self.reuse_from = self.moved_from = self.twin_of = None
 
 
 @dataclass
@@ -562,6 +563,7 @@ class Pipeline:
         embedding can be reused; returns the files that need the CNN."""
         to_embed: list[_Item] = []
         claimed: set[int] = set()
+        first: dict[str, _Item] = {}  # content hash -> the batch's first new file with it
         for item in batch:
             item.reset()
             r = item.result
@@ -590,7 +592,12 @@ class Pipeline:
                     item.reuse_from, item.embedding = s, s.embedding.astype(np.float32)
                     break
             else:
-                to_embed.append(item)
+                # an identical copy of a new file in this batch is what it would be in the next one: the
+                # original's record lent, only its exact pairs (not a full match of its own)
+                if (twin := first.setdefault(fp.content_hash, item)) is not item:
+                    item.twin_of = twin
+                else:
+                    to_embed.append(item)
         return to_embed
 
     def _commit(self, batch: list[_Item], ahead: _Ahead | None, stats: ScanStats) -> None:
@@ -615,6 +622,8 @@ class Pipeline:
             for item in batch:
                 if id(item) in waiting:
                     self._await_embedding(item, waiting[id(item)], stats)
+                if item.twin_of is not None:
+                    self._lend_twin(item, item.twin_of, stats)
                 seeds.update(self._record(item, gen, stats, found))
             t = time.perf_counter()
             self.store.graph.regroup(seeds)
@@ -625,6 +634,19 @@ class Pipeline:
         for item in batch:
             if item.moved_from is not None:
                 self.hooks.file_moved(item.moved_from.path, item.result.path)
+
+    def _lend_twin(self, item: _Item, twin: _Item, stats: ScanStats) -> None:
+        """`item` has the bytes of `twin`, recorded just before it in this batch: it reuses twin's record."""
+        s = self.store.files.by_path(twin.result.path)
+        if s is not None and s.status == FileStatus.OK and s.embedding is not None:
+            assert item.result.fingerprint is not None
+            if s.content_hash == item.result.fingerprint.content_hash and len(s.embedding) == self.embedder.dim:
+                item.reuse_from, item.embedding = s, s.embedding.astype(np.float32)
+                return
+        t = time.perf_counter()  # not recorded as it was read (cannot happen today): embedded as any new file
+        vecs, local = self.embedder.embed_with_local(_pixels(item.result)[None])
+        _embedded(item, vecs[0], local[0])
+        stats.add_time("embedding", time.perf_counter() - t)
 
     def _await_embedding(self, item: _Item, result: Future[tuple[np.ndarray, np.ndarray]], stats: ScanStats) -> None:
         t = time.perf_counter()

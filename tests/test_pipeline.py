@@ -297,6 +297,26 @@ def test_an_exact_copy_lends_its_original_s_details_to_verification(photo_set, t
     assert kinds == ["exact", "near", "near"]  # the re-encode pairs with both
 
 
+def test_an_identical_copy_in_the_same_batch_is_recorded_as_in_a_later_one(photo_set, tmp_path: Path, embedder) -> None:
+    """A copy of a file written in an earlier batch reuses that file's record: one exact pair, no CNN pass, no
+    match of its own. A copy in the same batch as its original was matched in full instead (13 more pairs for the
+    camera set's copy of the coffee photo, a detail comparison and a CNN pass), so what was recorded depended on
+    where the batches happened to split. Now the same pairs whatever the batch size."""
+    root, _ = photo_set
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for name, src in (("a", "chelsea/original"), ("b", "chelsea/jpeg"), ("c", "chelsea/original")):
+        shutil.copy(root / f"{src}.jpg", folder / f"{name}.jpg")
+    recorded = []
+    for size in (1, 16):
+        before = embedder.images
+        store, stats = _scan(Config(db=tmp_path / f"b{size}.db", workers=0, batch_size=size), embedder, folder)
+        assert (stats.fingerprinted, stats.reused, embedder.images - before) == (2, 1, 2)
+        recorded.append(sorted((p.a, p.b, p.kind) for g in build_report(store).groups for p in g.pairs))
+    assert recorded[0] == recorded[1]
+    assert sorted(kind for _, _, kind in recorded[1]) == ["exact", "near"]  # the copy: only its exact pair
+
+
 def test_a_copy_of_a_file_in_the_batch_before_still_reuses_its_embedding(photo_set, tmp_path: Path, embedder) -> None:
     """The CNN runs ahead on a guess made before the batch before it is written: an exact copy of a file in that
     batch looks new then. It is looked up again when its own batch is written, and reuses the embedding."""
