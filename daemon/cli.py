@@ -245,7 +245,11 @@ def matching_options(f: F) -> F:
             "--threshold", "cosine_threshold", type=click.FloatRange(0, 1), help="CNN cosine that confirms a pair."
         ),
         click.option("--workers", type=click.IntRange(0, 64), help="Decoding processes (0: in this process)."),
-        click.option("--batch-size", type=click.IntRange(1, 1024), help="Images per CNN batch."),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1, 1024),
+            help="Files fingerprinted, matched and recorded together (one transaction).",
+        ),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Where the CNN runs."),
     ]
     for opt in reversed(options):
