@@ -195,15 +195,17 @@ def test_a_graph_half_saved_by_a_killed_process_is_removed_at_the_next_save(mode
     folder for good. The next build removes it; a save still under way in a live process and any other name are
     kept."""
     pid = os.fork()
-    if pid == 0:  # the child: killed halfway through writing the graph
+    if pid == 0:  # the child: killed halfway through writing the graph (never back into pytest)
 
         def killed(graph, name: str) -> None:  # type: ignore[no-untyped-def]
             Path(name).write_bytes(b"half a graph")
             os.kill(os.getpid(), signal.SIGKILL)
 
-        torch.jit.save = killed
-        inference._save(torch.jit.script(nn.Identity()), tmp_path / f"cnn-{'a' * 24}.pt")
-        os._exit(0)  # not reached
+        try:
+            torch.jit.save = killed
+            inference._save(torch.jit.script(nn.Identity()), tmp_path / f"cnn-{'a' * 24}.pt")
+        finally:
+            os._exit(1)  # not reached
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     [left] = tmp_path.iterdir()
