@@ -151,7 +151,8 @@ def _refine_at(a: np.ndarray, b: np.ndarray, p: np.ndarray, scale: float, iterat
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
     for _ in range(iterations):
         wb, inside = _warp(sb, ps, (w, h))
-        if np.count_nonzero(inside) < 64:
+        n = np.count_nonzero(inside)
+        if n < 64:
             break
         try:
             to_b = np.linalg.inv(ps[:, :2])  # image gradients in b's frame from those in a's
@@ -160,7 +161,6 @@ def _refine_at(a: np.ndarray, b: np.ndarray, p: np.ndarray, scale: float, iterat
         gy, gx = np.gradient(wb)
         # each pass below works in place on the pixels inside: these are large arrays and few operations each
         ea, eb = sa[inside], wb[inside]
-        n = len(ea)
         ea -= ea.mean()
         eb -= eb.mean()
         gain = (math.sqrt(float(ea @ ea) / n) + 1e-6) / (math.sqrt(float(eb @ eb) / n) + 1e-6)
