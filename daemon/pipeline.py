@@ -9,12 +9,11 @@ batches in hand, and a rerun picks them up again because unchanged files are rec
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,9 +26,10 @@ from dupwatch.daemon.config import Config
 from dupwatch.daemon.files import is_under, scan_tree
 from dupwatch.daemon.index import EmbeddingIndex, IndexParams, catch_up, sync_index
 from dupwatch.daemon.matcher import LocalDetail, Match, Matcher, Probe
+from dupwatch.daemon.pool import decoding_pool
 from dupwatch.daemon.records import FileRecord, FileRow, FileStatus, PairRecord, Tier
 from dupwatch.daemon.store import KnownFile, Store
-from dupwatch.daemon.workers import WORKER_DIED, Fingerprinter, init_worker, timed_fingerprint
+from dupwatch.daemon.workers import WORKER_DIED, Fingerprinter, timed_fingerprint
 from dupwatch.hashing.errors import DecodeError
 from dupwatch.hashing.fingerprint import FileResult, Fingerprint, fingerprint_file
 from dupwatch.hashing.geometry import structure
@@ -291,16 +291,9 @@ class Pipeline:
         if self._pool is None:
             if self.cfg.workers <= 0:
                 self._pool = _InProcess()
-            else:  # forkserver: workers must not inherit torch's thread pools from this process
-                ctx = multiprocessing.get_context("forkserver")
-                # the server imports what a worker runs, once: each worker forked from it starts with it loaded
-                ctx.set_forkserver_preload(["dupwatch.daemon.workers", "dupwatch.hashing.fingerprint"])
-                limit = self.cfg.worker_memory_mb * (1 << 20)
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.cfg.workers,
-                    mp_context=ctx,
-                    initializer=init_worker,
-                    initargs=(limit, self.cfg.worker_nice),
+            else:
+                self._pool = decoding_pool(
+                    self.cfg.workers, self.cfg.worker_memory_mb * (1 << 20), self.cfg.worker_nice
                 )
         return self._pool
 

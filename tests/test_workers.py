@@ -1,21 +1,27 @@
 """The decoding workers beside the process they feed: they run below it, leave a core to the CNN while it loads,
-and every process keeps freed memory for its arrays (daemon.allocator)."""
+hand their results over without waiting for a reader (daemon.pool), and every process keeps freed memory for its
+arrays (daemon.allocator)."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dupwatch.daemon.allocator import keep_freed_memory
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.pipeline import Duplicate, NoHooks, open_pipeline
+from dupwatch.daemon.pool import RESULT_PIPE_BYTES, decoding_context
 from dupwatch.daemon.store import Store
 from dupwatch.hashing.embedding import tiny_embedder
-from tests.helpers import marking_fingerprinter, noise_png, overlap_fingerprinter, reporting_fingerprinter
+from dupwatch.hashing.fingerprint import fingerprint_file
+from tests.helpers import marking_fingerprinter, noise_png, overlap_fingerprinter, photo_jpeg, reporting_fingerprinter
 
 _COMPARISONS = """
 import resource, sys
@@ -177,3 +183,35 @@ def test_a_batch_is_written_while_the_next_one_is_still_being_decoded(tmp_path: 
         p.scan([root])
     assert len(hooks.decoded) == 1  # the batch of 1 and 2 (an exact pair)
     assert {"1.png", "2.png"} <= hooks.decoded[0] and "4.png" not in hooks.decoded[0], hooks.decoded
+
+
+def _pipe_max_size() -> int:
+    try:
+        return int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.skipif(_pipe_max_size() < RESULT_PIPE_BYTES, reason="this system caps pipes below the result pipe's size")
+def test_a_workers_result_goes_into_the_result_pipe_whole_without_a_reader(tmp_path: Path) -> None:
+    """A worker hands a photo's result (CNN input and detail image: over a default pipe's 64 KiB) to the pipe
+    without waiting for this process to read it: its reading thread may be waiting for the GIL while torch
+    imports (daemon.pool)."""
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(photo_jpeg("chelsea"))
+    result = fingerprint_file(photo)
+    assert result.fingerprint is not None
+    assert len(pickle.dumps(result)) > 64 * 1024
+    queue = decoding_context().SimpleQueue()
+    handed = threading.Event()
+
+    def hand() -> None:
+        queue.put(result)
+        handed.set()
+
+    threading.Thread(target=hand, daemon=True).start()
+    whole = handed.wait(10)  # nobody reads until then
+    back = queue.get()
+    assert whole, "the worker waited for a reader"
+    assert back.fingerprint is not None
+    assert np.array_equal(back.fingerprint.pixels, result.fingerprint.pixels)
