@@ -14,7 +14,6 @@ back at once. Other C libraries (musl, macOS) keep their own behaviour.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -32,9 +31,9 @@ _kept = False
 def keep_freed_memory() -> bool:
     """Set this process's allocator for array work (see the module's note); True where it is set (glibc)."""
     global _kept
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
+    try:  # the C library this process runs on, as loaded (ctypes.util.find_library imports subprocess and runs
+        # ldconfig: ~13 ms of every process's start, the decoding workers' included)
+        libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it, and mallopt's parameters as above
     except (OSError, AttributeError, TypeError):
         return False

@@ -160,6 +160,34 @@ def test_commands_that_embed_nothing_never_load_torch(scanned_db) -> None:
         assert "torch loaded: False" in r.stderr, (args, r.stderr[-500:])
 
 
+def test_a_quiet_scan_imports_no_terminal_ui_and_asks_no_helper_program(scanned_db) -> None:
+    """`scan -q` (scripts, cron, the benchmarks) shows nothing, so rich is never imported (~25 ms of the start, when
+    nothing else can run yet), and every dupwatch process, each decoding worker included, finds its C library
+    among what it has loaded instead of importing ctypes.util, which runs ldconfig (~13 ms each)."""
+    import subprocess
+    import sys
+
+    db, root = scanned_db
+    code = (
+        "import sys; from dupwatch.daemon.cli import main\n"
+        "try:\n    main(sys.argv[1:], standalone_mode=False)\n"
+        "finally:\n    print('loaded:', [m for m in ('rich', 'ctypes.util') if m in sys.modules], file=sys.stderr)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, "--db", str(db), "scan", "-q", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "loaded: []" in r.stderr, r.stderr[-500:]
+    alone = (
+        "from dupwatch.daemon.allocator import keep_freed_memory; import sys; keep_freed_memory(); print(sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "'ctypes.util'" not in r.stdout, r.stderr
+
+
 @pytest.mark.skipif(torch_sees_cuda(), reason="this machine has a CUDA device: --device cuda is no error here")
 def test_a_device_this_machine_lacks_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     """`--device cuda` where torch sees no GPU ended in torch's AssertionError and a traceback."""
