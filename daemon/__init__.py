@@ -10,5 +10,8 @@ first, and OpenCV's pool with it.
 """
 
 import os
+import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# numpy's OpenBLAS, not loaded yet, will start with one thread: nothing is left for daemon.priority to limit
+ONE_BLAS_THREAD_FROM_THE_START = "numpy" not in sys.modules and os.environ["OPENBLAS_NUM_THREADS"] == "1"

@@ -45,9 +45,23 @@ def one_math_thread() -> None:
     numpy's BLAS (OpenBLAS) runs a thread per core, spinning while it waits; beside the CNN's threads and the
     decode workers that oversubscribes the cores. The matching's small matrices gain nothing from more threads,
     and under one other busy process a scan of 202 files took 25 s with them and 17 s without (README, Speed).
-    OpenCV's pool (hashing.detail's warps and blurs) likewise: the matching is one thread among dupwatch's own."""
+    OpenCV's pool (hashing.detail's warps and blurs) likewise: the matching is one thread among dupwatch's own.
+    Where numpy's OpenBLAS was loaded after the package asked for one thread (dupwatch.daemon), as in every dupwatch
+    process and decoding worker, threadpoolctl is not needed (it inspected every loaded library: ~9 ms of each
+    process's start)."""
     import cv2
-    from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1, user_api="blas")
     cv2.setNumThreads(1)
+    if not _blas_single_from_the_start():
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
+
+
+def _blas_single_from_the_start() -> bool:
+    import numpy as np
+
+    from dupwatch import daemon
+
+    blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    return daemon.ONE_BLAS_THREAD_FROM_THE_START and "openblas" in str(blas).lower()

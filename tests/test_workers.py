@@ -85,6 +85,26 @@ def test_a_dupwatch_process_starts_numpy_with_one_blas_thread_unless_told_otherw
     assert _blas_threads({**env, "OPENBLAS_NUM_THREADS": "2"}) == 2
 
 
+def test_a_process_whose_blas_started_with_one_thread_limits_nothing_more() -> None:
+    """A dupwatch process (a decoding worker too) loads numpy after the package asked OpenBLAS for one thread:
+    `one_math_thread` then has nothing to limit and leaves threadpoolctl unimported (~9 ms of each start);
+    OpenBLAS runs one thread all the same, and OpenCV one."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+    }
+    code = (
+        "import sys, dupwatch.daemon.workers, numpy, cv2\n"
+        "from dupwatch.daemon.priority import one_math_thread; one_math_thread()\n"
+        "print('threadpoolctl' in sys.modules, cv2.getNumThreads())\n"
+        "from threadpoolctl import threadpool_info\n"
+        "print(sorted({i['num_threads'] for i in threadpool_info() if i['internal_api'] == 'openblas'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    if out.split()[2:] == ["[]"]:
+        pytest.skip("this numpy does not use OpenBLAS")
+    assert out.split() == ["False", "1", "[1]"], out
+
+
 def test_decoding_workers_run_below_the_process_they_feed_with_the_allocator_set(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     root.mkdir()
