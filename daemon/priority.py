@@ -63,5 +63,6 @@ def _blas_single_from_the_start() -> bool:
 
     from dupwatch import daemon
 
-    blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    config = getattr(np.__config__, "CONFIG", {})  # numpy >= 1.26 says which BLAS it was built with
+    blas = config.get("Build Dependencies", {}).get("blas", {}).get("name", "")
     return daemon.ONE_BLAS_THREAD_FROM_THE_START and "openblas" in str(blas).lower()
