@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.files import is_candidate, walk_images
-from dupwatch.daemon.lock import WriterLock
+from dupwatch.daemon.lock import WriterLock, process_alive
 from dupwatch.daemon.notify import notify, watchdog_period
 from dupwatch.daemon.pipeline import Duplicate, open_pipeline
 from dupwatch.daemon.records import Tier
@@ -451,9 +451,8 @@ def read_status(cfg: Config) -> dict[str, Any] | None:
     """The running daemon's status, or None when no daemon is running on this database."""
     try:
         data: dict[str, Any] = json.loads(cfg.status_path.read_text())
-        if data.get("state") == ServiceState.STOPPED:
+        if data.get("state") == ServiceState.STOPPED or not process_alive(int(data["pid"])):
             return None
-        os.kill(int(data["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return data

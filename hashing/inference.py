@@ -314,6 +314,7 @@ def _sweep_unfinished(folder: Path) -> None:
 
 
 def _running(pid: int) -> bool:
+    """daemon.lock.process_alive for the graph cache (hashing never imports the daemon)."""
     if pid == os.getpid():
         return True
     try:

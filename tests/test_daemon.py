@@ -234,3 +234,22 @@ def test_service_install_writes_the_user_unit(tmp_path: Path, monkeypatch: pytes
     exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert f"'{photos}'" in exec_line and f"--db {tmp_path / 'd.db'}" in exec_line  # quoted: spaces survive
     assert "systemctl --user enable --now dupwatch" in r.stderr
+
+
+def test_a_process_counts_as_running_whoever_owns_it(tmp_path: Path) -> None:
+    """`dupwatch status` asks whether the daemon that wrote the status file still runs. A daemon of the system
+    service runs as another user, whom a user may not signal: that process exists all the same (it was reported
+    as not running), and a status file naming pid 0 named no daemon (kill(2) took it for the process group). Where
+    the tests run unprivileged, pid 1 is such a process."""
+    from dupwatch.daemon.config import Config
+    from dupwatch.daemon.lock import process_alive
+    from dupwatch.daemon.service import read_status
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid names no process now
+    assert process_alive(os.getpid()) and process_alive(1)
+    assert not process_alive(child.pid) and not process_alive(0) and not process_alive(-5)
+    cfg = Config(db=tmp_path / "d.db")
+    for pid, running in ((1, True), (child.pid, False), (0, False)):
+        cfg.status_path.write_text(json.dumps({"state": "running", "pid": pid}))
+        assert (read_status(cfg) is not None) is running, pid

@@ -17,6 +17,8 @@ from pathlib import Path
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from dupwatch.daemon.lock import process_alive
+
 BUSY_TIMEOUT_S = 30.0
 
 
@@ -222,18 +224,8 @@ def _sweep_unfinished(path: Path) -> None:
     for leftover in path.parent.glob(f"{glob.escape(prefix)}*"):
         rest = leftover.name[len(prefix) :]
         pid = next((rest[: -len(s)] for s in _SIDECARS[1:] if rest.endswith(s)), rest)
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             leftover.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _remove(path: Path) -> None:
