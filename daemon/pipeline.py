@@ -580,9 +580,7 @@ class Pipeline:
                 claimed.add(moved[0].id)
                 continue
             for s in known:
-                ok = s.status == FileStatus.OK and s.path != r.path
-                if ok and s.embedding is not None and len(s.embedding) == self.embedder.dim:
-                    item.reuse_from, item.embedding = s, s.embedding.astype(np.float32)
+                if s.path != r.path and self._lend(item, s):
                     break
             else:
                 # an identical copy of a new file in this batch is what it would be in the next one: the
@@ -628,17 +626,22 @@ class Pipeline:
             if item.moved_from is not None:
                 self.hooks.file_moved(item.moved_from.path, item.result.path)
 
+    def _lend(self, item: _Item, s: FileRecord) -> bool:
+        """`item` reuses stored record `s` of the same bytes (its embedding, not a CNN pass of its own) where `s`
+        is a live file with an embedding of this network."""
+        if s.status != FileStatus.OK or s.embedding is None or len(s.embedding) != self.embedder.dim:
+            return False
+        item.reuse_from, item.embedding = s, s.embedding.astype(np.float32)
+        return True
+
     def _lend_twin(self, item: _Item, twin: _Item, stats: ScanStats) -> None:
         """`item` has the bytes of `twin`, recorded just before it in this batch: it reuses twin's record."""
         s = self.store.files.by_path(twin.result.path)
-        if s is not None and s.status == FileStatus.OK and s.embedding is not None:
-            assert item.result.fingerprint is not None
-            if s.content_hash == item.result.fingerprint.content_hash and len(s.embedding) == self.embedder.dim:
-                item.reuse_from, item.embedding = s, s.embedding.astype(np.float32)
-                return
+        assert item.result.fingerprint is not None
+        if s is not None and s.content_hash == item.result.fingerprint.content_hash and self._lend(item, s):
+            return
         t = time.perf_counter()  # not recorded as it was read (cannot happen today): embedded as any new file
-        vecs, local = self.embedder.embed_with_local(_pixels(item.result)[None])
-        _embedded(item, vecs[0], local[0])
+        _embedded(item, *self._embed_alone(item))
         stats.add_time("embedding", time.perf_counter() - t)
 
     def _await_embedding(self, item: _Item, result: Future[tuple[np.ndarray, np.ndarray]], stats: ScanStats) -> None:
@@ -647,10 +650,14 @@ class Pipeline:
             v, loc = result.result()
         except Exception as e:  # embedded again here: a real failure then raises where it always did
             log.debug("the CNN run ahead failed (%s): embedding %s now", e, item.result.path)
-            vecs, local = self.embedder.embed_with_local(_pixels(item.result)[None])
-            v, loc = vecs[0], local[0]
+            v, loc = self._embed_alone(item)
         _embedded(item, v, loc)
         stats.add_time("embedding", time.perf_counter() - t)
+
+    def _embed_alone(self, item: _Item) -> tuple[np.ndarray, np.ndarray]:
+        """One file's (embedding, local descriptors), in a CNN run of its own."""
+        vecs, local = self.embedder.embed_with_local(_pixels(item.result)[None])
+        return vecs[0], local[0]
 
     def _describe(self, found: list[tuple[str, int, list[Match]]]) -> list[Duplicate]:
         recs = self.store.files.many({m.other for _, _, ms in found for m in ms})

@@ -30,16 +30,15 @@ RESULT_PIPE_BYTES = 1 << 20
 PRELOAD = ["dupwatch.daemon.workers", "dupwatch.hashing.fingerprint"]
 
 
-def widen_pipe(fd: int, size: int = RESULT_PIPE_BYTES) -> int:
-    """Ask for a pipe of at least `size` bytes; returns the size it has (unchanged where that is refused)."""
+def widen_pipe(fd: int, size: int = RESULT_PIPE_BYTES) -> None:
+    """Ask for a pipe of at least `size` bytes; where that is refused, it keeps the size it has."""
     set_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
-    if set_size is not None:
-        try:
-            return int(fcntl.fcntl(fd, set_size, size))
-        except OSError as e:  # over /proc/sys/fs/pipe-max-size, or the user's pipe pages are spent
-            log.debug("result pipe not widened to %d bytes: %s", size, e)
-    get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
-    return int(fcntl.fcntl(fd, get_size)) if get_size is not None else 0
+    if set_size is None:
+        return
+    try:
+        fcntl.fcntl(fd, set_size, size)
+    except OSError as e:  # over /proc/sys/fs/pipe-max-size, or the user's pipe pages are spent
+        log.debug("result pipe not widened to %d bytes: %s", size, e)
 
 
 class _WideResults(ForkServerContext):
