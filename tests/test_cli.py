@@ -188,6 +188,76 @@ def test_a_quiet_scan_imports_no_terminal_ui_and_asks_no_helper_program(scanned_
     assert r.returncode == 0 and "'ctypes.util'" not in r.stdout, r.stderr
 
 
+def test_the_command_is_found_after_the_global_options_that_take_a_value() -> None:
+    """daemon.program reads the command before click does (to start a decoding command's fork server first): the
+    first word that is neither an option nor an option's value, whichever global options come before it."""
+    from dupwatch.daemon.program import command_of
+
+    assert command_of(["scan", "photos"]) == "scan"
+    assert command_of(["--db", "x.db", "-q", "scan", "photos"]) == "scan"
+    assert command_of(["--db", "scan", "report"]) == "report"  # a database file named `scan`
+    assert command_of(["--config=c.toml", "-vv", "watch", "/p"]) == "watch"
+    assert command_of(["--config", "c.toml", "--", "demo"]) == "demo"
+    assert command_of(["report", "--db", "scan"]) == "report"
+    assert command_of(["--db", "x.db"]) is None
+    assert command_of([]) is None
+
+
+def test_the_programs_list_of_options_with_a_value_is_the_command_lines() -> None:
+    """A global option that takes a value and that daemon.program did not know would make it read that value as
+    the command."""
+    import click
+
+    from dupwatch.daemon.program import VALUE_OPTIONS
+
+    valued = {
+        name
+        for p in main.params
+        if isinstance(p, click.Option) and not p.is_flag and not p.count
+        for name in p.opts + p.secondary_opts
+    }
+    assert valued == set(VALUE_OPTIONS)
+
+
+def test_a_decoding_command_starts_its_fork_server_before_it_imports_the_command_line(tmp_path: Path) -> None:
+    """`dupwatch scan` (watch, demo) starts its decoding workers' fork server before anything heavy is imported, so
+    that the server's imports (numpy, Pillow, OpenCV) run on the other core while this process imports its own;
+    `report` (no decoding) starts none."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "def servers():\n"
+        "    found = []\n"
+        "    for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "        try:\n"
+        "            stat = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()\n"
+        "            cmd = open(f'/proc/{pid}/cmdline', 'rb').read()\n"
+        "        except OSError:\n"
+        "            continue\n"
+        "        if int(stat[1]) == os.getpid() and b'forkserver' in cmd:\n"
+        "            found.append(pid)\n"
+        "    return found\n"
+        "class Watch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'dupwatch.daemon.cli':\n"
+        "            print('server', bool(servers()), 'numpy', 'numpy' in sys.modules, flush=True)\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "sys.argv = ['dupwatch', *sys.argv[1:]]\n"
+        "from dupwatch.daemon.program import main\n"
+        "main()\n"
+    )
+    db = str(tmp_path / "x.db")
+    for args, expected in (
+        (["--db", db, "scan", "--help"], "server True numpy False"),
+        (["--db", db, "report", "--help"], "server False numpy False"),
+    ):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[0] == expected, r.stdout
+
+
 @pytest.mark.skipif(torch_sees_cuda(), reason="this machine has a CUDA device: --device cuda is no error here")
 def test_a_device_this_machine_lacks_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     """`--device cuda` where torch sees no GPU ended in torch's AssertionError and a traceback."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -321,3 +322,34 @@ def test_a_cached_graph_runs_on_a_cpu_without_the_jit_executors_profiling_runs(m
         path.run(batch[:4])
     executed = str(torch.jit.last_executed_optimized_graph())
     assert "aten::relu6_" in executed and "prim::profile" not in executed
+
+
+def test_torchs_libraries_open_ahead_of_its_import_without_stopping_the_other_threads() -> None:
+    """The CNN loads in a thread while the scan's other threads hand files to the workers: torch's libraries
+    (~0.2 s of relocations and operator registrations) are opened through dlopen with the GIL released, so those
+    threads keep running (Python's own import of them held the GIL throughout: one stall of ~0.2 s). Then
+    `import torch` finds them loaded and works as usual. In a fresh process: here torch is loaded already."""
+    code = (
+        "import sys, threading, time\n"
+        "from dupwatch.hashing.torch_libraries import open_torch_libraries\n"
+        "opened = []\n"
+        "loader = threading.Thread(target=lambda: opened.append(open_torch_libraries()))\n"
+        "stamps = [time.perf_counter()]\n"
+        "loader.start()\n"
+        "while loader.is_alive():\n"
+        "    stamps.append(time.perf_counter())\n"
+        "gap = max(b - a for a, b in zip(stamps, stamps[1:]))\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "took = stamps[-1] - stamps[0]\n"
+        "print(opened[0], 'torch' in sys.modules, 'libtorch_cpu.so' in maps, round(took, 3), round(gap, 3))\n"
+        "import torch\n"
+        "print(float(torch.ones(3).sum()))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    first, second = r.stdout.split("\n")[:2]
+    opened, imported, mapped, took, gap = first.split()
+    assert (opened, imported, mapped) == ("True", "False", "True"), r.stdout
+    # this thread went on while the libraries were opened: no stall near the length of the whole open
+    assert float(gap) < 0.5 * float(took), r.stdout
+    assert second == "3.0"
