@@ -245,6 +245,8 @@ def test_a_folder_moved_into_an_in_root_quarantine_leaves_the_library(tmp_path: 
     with ServiceThread(Service(cfg, [root], tiny_embedder())):
         (root / "trip" / "other copy.png").write_bytes(noise_png(10))
         os.rename(root / "keep", q / "keep")  # the keeper's folder is moved into the quarantine
+        # the library held nothing under the quarantine before the move either: wait for the move to be seen
+        assert wait_until(lambda: _live_under(Store(db, readonly=True), root / "keep") == [], 20)
         assert wait_until(lambda: _live_under(Store(db, readonly=True), q) == [] and _state(db) == "watching", 20)
         assert wait_until(lambda: len(Store(db, readonly=True).read.groups()) == 1, 20)
     store = Store(db, readonly=True)
