@@ -1,27 +1,10 @@
-"""One writer per database: an exclusive flock on a file beside it, holding the writer's pid for the message; and
-whether the process a pid names (a writer, a daemon, a half-made database's maker) is still running."""
+"""One writer per database: an exclusive flock on a file beside it, holding the writer's pid for the message."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 from pathlib import Path
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` exists: another user's process (the system service's, seen by a user) counts. 0 and
-    negative numbers name no process (kill(2) would take them for process groups)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, and is not ours to signal
-        return True
-    except (OSError, OverflowError):  # too large to be a pid
-        return False
-    return True
 
 
 class AlreadyRunning(Exception):

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from dupwatch.daemon.config import Config
 from dupwatch.daemon.files import is_candidate, walk_images
-from dupwatch.daemon.lock import WriterLock, process_alive
+from dupwatch.daemon.lock import WriterLock
 from dupwatch.daemon.notify import notify, watchdog_period
 from dupwatch.daemon.pipeline import Duplicate, open_pipeline
 from dupwatch.daemon.records import Tier
 from dupwatch.daemon.store import FileIdentity, Store
 from dupwatch.daemon.watcher import Change, ChangeKind, Debouncer, Handler, make_observer
 from dupwatch.hashing.fingerprint import FileResult
+from dupwatch.hashing.processes import process_alive
 
 if TYPE_CHECKING:  # torch is imported only where the CNN runs, not by `status` or `report`
     from dupwatch.hashing.embedder import Embedder

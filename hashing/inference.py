@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dupwatch.hashing.processes import process_alive
+
 if typing.TYPE_CHECKING:
     from dupwatch.hashing.embedding import FeatureNetwork
 
@@ -307,20 +309,7 @@ def _sweep_unfinished(folder: Path) -> None:
     with contextlib.suppress(OSError):
         for name in os.listdir(folder):
             m = _UNFINISHED.fullmatch(name)
-            if m is not None and not _running(int(m.group(1))):
+            if m is not None and not process_alive(int(m.group(1))):
                 with contextlib.suppress(OSError):
                     (folder / name).unlink()
                     log.info("removed %s, left by a process killed while saving the CNN graph", name)
-
-
-def _running(pid: int) -> bool:
-    """daemon.lock.process_alive for the graph cache (hashing never imports the daemon)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: running
-        return True
-    return True

@@ -242,8 +242,8 @@ def test_a_process_counts_as_running_whoever_owns_it(tmp_path: Path) -> None:
     as not running), and a status file naming pid 0 named no daemon (kill(2) took it for the process group). Where
     the tests run unprivileged, pid 1 is such a process."""
     from dupwatch.daemon.config import Config
-    from dupwatch.daemon.lock import process_alive
     from dupwatch.daemon.service import read_status
+    from dupwatch.hashing.processes import process_alive
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()  # reaped: its pid names no process now

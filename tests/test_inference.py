@@ -224,6 +224,20 @@ def test_a_graph_half_saved_by_a_killed_process_is_removed_at_the_next_save(mode
     assert len(list(tmp_path.glob("cnn-*.pt"))) == 1 and not left.exists()
 
 
+def test_a_leftover_naming_no_process_is_swept_without_stopping_the_save(model, batch, tmp_path: Path) -> None:
+    """The cache's sweep asks whether the process a leftover's name ends with is running, with the daemon's own
+    check (hashing.processes.process_alive): a number too large to be a pid made the graph cache's own copy of it
+    raise OverflowError out of the build, and 0 (which kill(2) takes for the process group) is no process."""
+    huge, zero = f".cnn-{'d' * 24}.pt.{'9' * 20}", f".cnn-{'e' * 24}.pt.0"
+    for name in (huge, zero):
+        (tmp_path / name).write_bytes(b"x")
+    path = build_path(model, "cpu", Precision.FP32, True, tmp_path, batch=4)
+    with torch.inference_mode():
+        assert path.run(batch[:2])[0].shape[0] == 2
+    assert len(list(tmp_path.glob("cnn-*.pt"))) == 1  # the graph was cached
+    assert not (tmp_path / huge).exists() and not (tmp_path / zero).exists()  # named by no running process
+
+
 def test_the_frozen_graph_clips_in_place_and_never_pads_an_activation(model, tmp_path: Path) -> None:
     """Two costs a profile of the CNN on a CPU showed beside the convolutions: ReLU6 writing a new tensor after
     each one (20 % of the time) and the stride-2 'SAME' convolutions copying their input into a zero-padded tensor

@@ -17,7 +17,7 @@ from pathlib import Path
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from dupwatch.daemon.lock import process_alive
+from dupwatch.hashing.processes import process_alive
 
 BUSY_TIMEOUT_S = 30.0
 
