@@ -12,7 +12,18 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from bench.lookalikes import chat_screenshot, form
 from dupwatch.daemon.demo import load_photo, scale_to
-from dupwatch.hashing.detail import _component_sizes, _gauss, _warp, compare, detail_image, overlap, texture
+from dupwatch.hashing.detail import (
+    _Blocks,
+    _component_sizes,
+    _gauss,
+    _gram,
+    _warp,
+    compare,
+    detail_image,
+    overlap,
+    texture,
+)
+from dupwatch.hashing.filters import gradient
 from dupwatch.hashing.views import ALL_VIEWS, compose, dihedral, inverse, nearest_view
 
 IDENTITY_MODEL = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # hashing.geometry's grid map: a -> b unchanged
@@ -107,6 +118,48 @@ def test_the_blur_is_a_gaussian_convolution_with_repeated_edges(coffee: Image.Im
     assert np.abs(got - want).max() < 1e-3
 
 
+@pytest.mark.parametrize("shape", [(90, 120), (2, 3), (448, 448)])
+def test_the_gradient_is_numpys_bit_for_bit(coffee: Image.Image, shape: tuple[int, int]) -> None:
+    """OpenCV's filter gives numpy.gradient's central differences inside and its one-sided ones on the edges,
+    the same float32 numbers."""
+    photo = np.asarray(coffee.convert("L").resize(shape[::-1]), np.float32) * np.float32(0.37)
+    noise = np.random.default_rng(3).normal(0, 1e4, shape).astype(np.float32)
+    for a in (photo, noise):
+        for axis in (0, 1):
+            got = gradient(a, axis)
+            assert got.dtype == np.float32
+            assert np.array_equal(got, np.gradient(a, axis=axis))
+
+
+def test_block_statistics_are_each_blocks_deviation_and_correlation(coffee: Image.Image) -> None:
+    """The blocks' deviations and correlations (from block means of the image, its square and the product of
+    two images) are those of each 8x8 block's pixels, written out here the plain way."""
+    a = np.asarray(coffee.convert("L").resize((100, 100)), np.float32)  # 12 blocks a side, 4 pixels left over
+    b = np.roll(a, 3, axis=1) * np.float32(0.5) + np.random.default_rng(0).normal(0, 4, a.shape).astype(np.float32)
+    ba, bb = _Blocks(a), _Blocks(b)
+    assert ba.std.shape == (12, 12)
+    want_std = np.zeros((12, 12))
+    want_corr = np.zeros((12, 12))
+    for i in range(12):
+        for j in range(12):
+            x = a[8 * i : 8 * i + 8, 8 * j : 8 * j + 8].astype(np.float64).ravel()
+            y = b[8 * i : 8 * i + 8, 8 * j : 8 * j + 8].astype(np.float64).ravel()
+            want_std[i, j] = x.std()
+            want_corr[i, j] = np.corrcoef(x, y)[0, 1] if x.std() > 0 and y.std() > 0 else 0.0
+    assert np.abs(ba.std - want_std).max() < 1e-3 * max(1.0, want_std.max())
+    textured = (want_std > 1) & (bb.std > 1)
+    assert textured.sum() > 50
+    assert np.abs(ba.correlation(bb) - want_corr)[textured].max() < 1e-3
+
+
+def test_the_gram_matrix_is_the_rows_products() -> None:
+    rows = np.random.default_rng(1).normal(0, 3, (6, 5000)).astype(np.float32)
+    want = rows.astype(np.float64) @ rows.T.astype(np.float64)
+    got = _gram(rows)
+    assert got.dtype == np.float64 and np.array_equal(got, got.T)
+    assert np.abs(got - want).max() < 1e-4 * np.abs(want).max()
+
+
 def test_flat_pictures_have_no_texture_and_photos_do(coffee: Image.Image) -> None:
     for flat in (Image.new("RGB", (640, 480), c) for c in ("black", "white", (200, 30, 30))):
         assert texture(_detail(flat)) == 0.0
@@ -159,14 +212,16 @@ def test_a_rotation_in_a_grid_map_is_read_as_its_view() -> None:
         [[1.3, 0.0, -40.0], [0.0, 1.25, -25.5]],  # an enlargement: much of it falls outside
         [[-1.0, 0.0, 200.0], [0.0, 1.0, 0.0]],  # mirrored
         [[0.0, -1.0, 180.0], [1.0, 0.0, -7.2]],  # a quarter turn
+        [[0.9, 0.31, -149.7], [-0.21, 1.1, 40.3]],  # turned and shifted: on 20 rows nothing is inside
+        [[1.0, 0.0, 500.0], [0.0, 1.0, 0.0], "outside"],  # b lies wholly to the right
     ],
 )
-def test_the_warp_samples_like_pils_affine_transform(p: list[list[float]]) -> None:
+def test_the_warp_samples_like_pils_affine_transform(p: list) -> None:
     """`_warp` (OpenCV's, 8x faster) keeps PIL's meaning of the map and of "inside": output pixel (x, y) samples
     b at p @ (x + 0.5, y + 0.5, 1) when that point lies within b, bilinearly, edges repeated."""
     rng = np.random.default_rng(5)
     b = (rng.random((180, 200)) * 255).astype(np.float32)
-    pm = np.array(p)
+    pm = np.array(p[:2])
     coeffs = tuple(float(c) for c in pm.ravel())
     ref = Image.fromarray(b, mode="F").transform(
         (160, 150), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=float("nan")
@@ -174,6 +229,6 @@ def test_the_warp_samples_like_pils_affine_transform(p: list[list[float]]) -> No
     expected = np.asarray(ref, np.float32)
     warped, inside = _warp(b, pm, (160, 150))
     assert np.array_equal(inside, ~np.isnan(expected))
-    assert inside.any()
-    assert np.abs(warped[inside] - expected[inside]).max() < 0.01
+    assert inside.any() == ("outside" not in p)
+    assert np.abs(warped[inside] - expected[inside]).max(initial=0.0) < 0.01
     assert not warped[~inside].any()
