@@ -161,9 +161,9 @@ def _embedder(cfg: Config) -> Embedder:
         raise click.UsageError(f"unknown model {cfg.model!r} (efficientnet-lite0 or tinynet)")
 
     def load() -> Embedder:
-        from dupwatch.hashing.torch_libraries import open_torch_libraries
+        from dupwatch.hashing.torch_libraries import prepare_torch_import
 
-        open_torch_libraries()  # the GIL released: the scan's threads go on handing files out meanwhile
+        prepare_torch_import()  # its libraries opened with the GIL released (the scan's threads go on meanwhile)
         from dupwatch.hashing.embedding import default_embedder
 
         cores = len(os.sched_getaffinity(0))

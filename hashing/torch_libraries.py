@@ -1,4 +1,5 @@
-"""torch's shared libraries, opened ahead of `import torch` without holding the GIL.
+"""`import torch` made cheaper for a process that runs the CNN: its shared libraries opened ahead without holding the
+GIL, and the Python kernels it registers for the compiler stack left out.
 
 `import torch` first opens libtorch_python.so and what it links (libtorch_cpu.so: hundreds of MB of code whose
 relocations and static initialisers, the registration of every operator, take ~0.2 s). Python's import does that
@@ -8,6 +9,14 @@ and so did the worker waiting for its next file. Opening the same libraries firs
 through ctypes (which releases the GIL around a foreign call), does the same work while the other threads run; the
 import then finds them loaded. Where that cannot be done (another platform, another layout of the torch package),
 nothing is opened and the import does it as it always did.
+
+The last thing `import torch` does is import torch._meta_registrations: Python "meta" kernels (shapes and dtypes
+without data) for several hundred operators, used by the compiler stack's fake tensors (torch.compile,
+torch.export). dupwatch runs a frozen TorchScript graph, built by tracing real tensors, and makes its network on the
+meta device only with factory functions that have C++ meta kernels; importing that module was ~0.2 s of the ~0.8 s
+an `import torch` takes on the project's 2-core machine (a quarter of it, every command that loads the CNN).
+`skip_meta_kernels` puts an empty module in its place before torch is imported. A process that needs the compiler
+stack must not call it.
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ import ctypes
 import importlib.util
 import logging
 import os
+import sys
+import types
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+META_KERNELS = "torch._meta_registrations"  # what `skip_meta_kernels` leaves out
 ENTRY_LIBRARY = "libtorch_python.so"  # what torch's extension module links: the rest comes with it
 
 # void *dlopen(const char *filename, int flags)
@@ -53,3 +65,19 @@ def open_torch_libraries() -> bool:
         log.debug("torch's libraries not opened ahead: dlopen(%s) failed", path)
         return False
     return True
+
+
+def skip_meta_kernels() -> bool:
+    """Have `import torch` leave out its Python meta kernels (see the module's note); False where torch is already
+    imported, or its meta kernels are, and nothing changes."""
+    if "torch" in sys.modules or META_KERNELS in sys.modules:
+        return False
+    placeholder = types.ModuleType(META_KERNELS, "left out by dupwatch: the compiler stack's meta kernels are not used")
+    sys.modules[META_KERNELS] = placeholder
+    return True
+
+
+def prepare_torch_import() -> None:
+    """Both of the above, before the first `import torch` of a process that runs the CNN."""
+    skip_meta_kernels()
+    open_torch_libraries()

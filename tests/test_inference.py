@@ -38,6 +38,7 @@ from dupwatch.hashing.inference import (
     native_bf16,
     pointwise_by_onednn,
 )
+from dupwatch.hashing.torch_libraries import skip_meta_kernels
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +368,46 @@ def test_torchs_libraries_open_ahead_of_its_import_without_stopping_the_other_th
     # this thread went on while the libraries were opened: no stall near the length of the whole open
     assert float(gap) < 0.5 * float(took), r.stdout
     assert second == "3.0"
+
+
+def test_torch_imported_without_its_meta_kernels_builds_and_runs_the_same_cnn(model, tmp_path: Path) -> None:
+    """A command that loads the CNN has `import torch` leave out its Python meta kernels (~0.2 s of the import,
+    used only by the compiler stack): the network is still made on the meta device, traced, frozen and run, and
+    gives the vectors and the ImageNet classes this process (torch imported as usual) gives. In a fresh process,
+    as the command line does it."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from dupwatch.hashing.torch_libraries import META_KERNELS, prepare_torch_import\n"
+        "prepare_torch_import()\n"
+        "import numpy as np, torch\n"
+        "from PIL import Image\n"
+        "from dupwatch.daemon.demo import load_photo\n"
+        "from dupwatch.hashing.embedding import load_lite0, to_input\n"
+        "from dupwatch.hashing.inference import build_path, choose_precision\n"
+        "kernels = sys.modules[META_KERNELS]\n"
+        "left_out = torch._meta_registrations is kernels and not hasattr(kernels, 'register_meta')\n"
+        "model = load_lite0()\n"
+        "ims = [load_photo(n).resize((224, 224), Image.Resampling.BILINEAR) for n in ('chelsea', 'coffee')]\n"
+        "x = to_input(np.stack([np.asarray(im) for im in ims]))\n"
+        "path = build_path(model, 'cpu', choose_precision('cpu', 'auto'), True, Path(sys.argv[1]), batch=4)\n"
+        "with torch.inference_mode():\n"
+        "    feats, local = path.run(x)\n"
+        "    top = model._fc(feats).topk(5, dim=1).indices.tolist()\n"
+        "np.save(sys.argv[2], feats.numpy())\n"
+        "print(left_out, path.cached, top[0][0], *top[1])\n"
+    )
+    out = tmp_path / "feats.npy"
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "cache"), str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    left_out, cached, cat, *coffee = r.stdout.split()
+    assert (left_out, cached) == ("True", "False"), r.stdout  # built there, without the meta kernels
+    assert int(cat) in range(281, 286) and {967, 968} & {int(c) for c in coffee}
+    ims = [load_photo(n).resize((224, 224), Image.Resampling.BILINEAR) for n in ("chelsea", "coffee")]
+    here = build_path(model, "cpu", choose_precision("cpu", "auto"), True, tmp_path / "here", batch=4)
+    with torch.inference_mode():
+        want = here.run(to_input(np.stack([np.asarray(im) for im in ims])))[0]
+    assert F.cosine_similarity(torch.from_numpy(np.load(out)), want).min().item() > 0.99999
+    assert not skip_meta_kernels()  # torch is imported here already: nothing is changed
