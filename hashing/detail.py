@@ -125,6 +125,8 @@ def _inside(p: np.ndarray, size: tuple[int, int], shape: tuple[int, ...]) -> np.
 
 def _resize(a: np.ndarray, scale: float) -> np.ndarray:
     h, w = max(8, int(a.shape[0] * scale)), max(8, int(a.shape[1] * scale))
+    if (h, w) == a.shape:  # PIL would return a copy
+        return a.astype(np.float32)
     return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR))
 
 
