@@ -87,7 +87,7 @@ def hue_saturation(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r, g, b = cv2.split(np.ascontiguousarray(rgb))
     top = cv2.max(cv2.max(r, g), b)
     spread = cv2.subtract(top, cv2.min(cv2.min(r, g), b))
-    saturation = saturations[np.bitwise_or(top.astype(np.uint16) << 8, spread)]
+    saturation = saturations[(top.astype(np.uint16) << 8) | spread]
     below_r, below_g, below_b = cv2.subtract(top, r), cv2.subtract(top, g), cv2.subtract(top, b)
     red = below_r == 0
     green = ~red & (below_g == 0)
