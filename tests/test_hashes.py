@@ -19,7 +19,6 @@ from dupwatch.hashing.perceptual import (
     colour_hash,
     from_signed64,
     hamming,
-    hue_saturation,
     to_signed64,
 )
 from dupwatch.hashing.views import dihedral
@@ -84,19 +83,6 @@ def test_colour_hash_is_imagehash_colorhash_bit_for_bit() -> None:
     assert len(images) > 100
     for im in images:
         assert colour_hash(im) == bits_to_int(imagehash.colorhash(im, binbits=COLOR_BINBITS).hash)
-
-
-def test_hue_and_saturation_are_pillows_for_every_colour() -> None:
-    """All 16.7 million RGB colours, and a photo seen through a strided view: the hue and saturation planes are
-    Pillow's HSV conversion's, to the bit."""
-    codes = np.arange(1 << 24, dtype=np.uint32)
-    every = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], axis=-1).astype(np.uint8).reshape(4096, 4096, 3)
-    photo = np.asarray(load_photo("coffee"))[::2, 1::3]
-    for rgb in (every, photo):
-        want = np.asarray(Image.fromarray(np.ascontiguousarray(rgb), "RGB").convert("HSV"))
-        hue, saturation = hue_saturation(rgb)
-        assert hue.shape == saturation.shape == rgb.shape[:2]
-        assert np.array_equal(hue, want[..., 0]) and np.array_equal(saturation, want[..., 1])
 
 
 def test_hamming_index_agrees_with_brute_force_and_supports_removal() -> None:
