@@ -163,7 +163,7 @@ def _embedder(cfg: Config) -> Embedder:
     def load() -> Embedder:
         from dupwatch.hashing.torch_libraries import prepare_torch_import
 
-        prepare_torch_import()  # its libraries opened with the GIL released (the scan's threads go on meanwhile)
+        prepare_torch_import(cfg.device)  # libraries opened with the GIL released: the scan goes on meanwhile
         from dupwatch.hashing.embedding import default_embedder
 
         cores = len(os.sched_getaffinity(0))

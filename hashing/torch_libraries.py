@@ -15,8 +15,8 @@ without data) for several hundred operators, used by the compiler stack's fake t
 torch.export). dupwatch runs a frozen TorchScript graph, built by tracing real tensors, and makes its network on the
 meta device only with factory functions that have C++ meta kernels; importing that module was ~0.2 s of the ~0.8 s
 an `import torch` takes on the project's 2-core machine (a quarter of it, every command that loads the CNN).
-`skip_meta_kernels` puts an empty module in its place before torch is imported. A process that needs the compiler
-stack must not call it.
+`skip_meta_kernels` puts an empty module in its place before torch is imported (for the CPU path: see
+`prepare_torch_import`). A process that needs the compiler stack must not call it.
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ def skip_meta_kernels() -> bool:
     return True
 
 
-def prepare_torch_import() -> None:
-    """Both of the above, before the first `import torch` of a process that runs the CNN."""
-    skip_meta_kernels()
+def prepare_torch_import(device: str | None) -> None:
+    """Before the first `import torch` of a process that runs the CNN on `device` ("cpu", "cuda", None: CUDA where
+    present): its libraries opened ahead, and its meta kernels left out where the CNN runs on a CPU (asked for, or
+    no NVIDIA driver here): the CUDA path stays as it was measured."""
+    if device == "cpu" or (device is None and not os.path.exists("/proc/driver/nvidia")):
+        skip_meta_kernels()
     open_torch_libraries()

@@ -379,7 +379,7 @@ def test_torch_imported_without_its_meta_kernels_builds_and_runs_the_same_cnn(mo
         "import sys\n"
         "from pathlib import Path\n"
         "from dupwatch.hashing.torch_libraries import META_KERNELS, prepare_torch_import\n"
-        "prepare_torch_import()\n"
+        "prepare_torch_import('cpu')\n"
         "import numpy as np, torch\n"
         "from PIL import Image\n"
         "from dupwatch.daemon.demo import load_photo\n"
@@ -411,3 +411,16 @@ def test_torch_imported_without_its_meta_kernels_builds_and_runs_the_same_cnn(mo
         want = here.run(to_input(np.stack([np.asarray(im) for im in ims])))[0]
     assert F.cosine_similarity(torch.from_numpy(np.load(out)), want).min().item() > 0.99999
     assert not skip_meta_kernels()  # torch is imported here already: nothing is changed
+
+
+def test_the_meta_kernels_stay_where_the_cnn_runs_on_cuda() -> None:
+    """The GPU path keeps torch as it was measured: asked for CUDA, `import torch` imports its meta kernels."""
+    code = (
+        "from dupwatch.hashing.torch_libraries import prepare_torch_import\n"
+        "prepare_torch_import('cuda')\n"
+        "import torch\n"
+        "print(hasattr(torch._meta_registrations, 'register_meta'))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True"]
