@@ -23,7 +23,7 @@ _CENTRAL = np.array([[-0.5, 0.0, 0.5]], np.float32)
 
 def gradient(a: np.ndarray, axis: int) -> np.ndarray:
     """`numpy.gradient(a, axis=axis)` of a 2-D image (float32), bit for bit: central differences inside, one-sided
-    ones on the two edges. OpenCV's filter takes half of numpy's time; the halves of the two neighbours it adds
+    ones on the two edges. OpenCV's filter takes a quarter of numpy's time; the halves of the two neighbours it adds
     are exact, so their sum rounds as numpy's halved difference does."""
     a = np.ascontiguousarray(a, np.float32)
     out: np.ndarray = cv2.filter2D(a, -1, _CENTRAL if axis == 1 else _CENTRAL.T, borderType=cv2.BORDER_REPLICATE)

@@ -372,8 +372,8 @@ def test_torchs_libraries_open_ahead_of_its_import_without_stopping_the_other_th
 
 def test_torch_imported_without_its_meta_kernels_builds_and_runs_the_same_cnn(model, tmp_path: Path) -> None:
     """A command that loads the CNN has `import torch` leave out its Python meta kernels (~0.2 s of the import,
-    used only by the compiler stack): the network is still made on the meta device, traced, frozen and run, and
-    gives the vectors and the ImageNet classes this process (torch imported as usual) gives. In a fresh process,
+    used only by the compiler stack): the network is still made on the meta device, traced, frozen, cached, loaded
+    and run, and gives the vectors and the ImageNet classes this process (torch imported as usual) gives. In a fresh process,
     as the command line does it."""
     code = (
         "import sys\n"
@@ -391,19 +391,22 @@ def test_torch_imported_without_its_meta_kernels_builds_and_runs_the_same_cnn(mo
         "ims = [load_photo(n).resize((224, 224), Image.Resampling.BILINEAR) for n in ('chelsea', 'coffee')]\n"
         "x = to_input(np.stack([np.asarray(im) for im in ims]))\n"
         "path = build_path(model, 'cpu', choose_precision('cpu', 'auto'), True, Path(sys.argv[1]), batch=4)\n"
+        "again = build_path(model, 'cpu', choose_precision('cpu', 'auto'), True, Path(sys.argv[1]), batch=4)\n"
         "with torch.inference_mode():\n"
         "    feats, local = path.run(x)\n"
         "    top = model._fc(feats).topk(5, dim=1).indices.tolist()\n"
+        "    same = torch.equal(again.run(x)[0], feats)\n"
         "np.save(sys.argv[2], feats.numpy())\n"
-        "print(left_out, path.cached, top[0][0], *top[1])\n"
+        "print(left_out, path.cached, again.cached, same, top[0][0], *top[1])\n"
     )
     out = tmp_path / "feats.npy"
     r = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "cache"), str(out)], capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stderr
-    left_out, cached, cat, *coffee = r.stdout.split()
-    assert (left_out, cached) == ("True", "False"), r.stdout  # built there, without the meta kernels
+    left_out, built, loaded, same, cat, *coffee = r.stdout.split()
+    # built there without the meta kernels, then loaded from the cache: the same vectors
+    assert (left_out, built, loaded, same) == ("True", "False", "True", "True"), r.stdout
     assert int(cat) in range(281, 286) and {967, 968} & {int(c) for c in coffee}
     ims = [load_photo(n).resize((224, 224), Image.Resampling.BILINEAR) for n in ("chelsea", "coffee")]
     here = build_path(model, "cpu", choose_precision("cpu", "auto"), True, tmp_path / "here", batch=4)
