@@ -373,8 +373,8 @@ def test_torchs_libraries_open_ahead_of_its_import_without_stopping_the_other_th
 def test_torch_imported_without_its_meta_kernels_builds_and_runs_the_same_cnn(model, tmp_path: Path) -> None:
     """A command that loads the CNN has `import torch` leave out its Python meta kernels (~0.2 s of the import,
     used only by the compiler stack): the network is still made on the meta device, traced, frozen, cached, loaded
-    and run, and gives the vectors and the ImageNet classes this process (torch imported as usual) gives. In a fresh process,
-    as the command line does it."""
+    and run, and gives the vectors and the ImageNet classes this process (torch imported as usual) gives. In a
+    fresh process, as the command line does it."""
     code = (
         "import sys\n"
         "from pathlib import Path\n"
