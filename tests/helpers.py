@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,19 @@ from dupwatch.hashing.fingerprint import FileResult, fingerprint_file
 
 if TYPE_CHECKING:
     from dupwatch.hashing.embedding import Embedder
+
+
+def run_python(
+    code: str, *args: str, timeout: float | None = 120, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter (this one) with `args` on its command line; it must succeed (its stderr is
+    the failure's message). For what only a new process shows: what an import loads, what a start sets."""
+    r = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    return r
+
 
 BENCH_DATA = Path(
     os.environ.get("DUPWATCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "bench-data")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from dupwatch.daemon.cli import main
 from dupwatch.daemon.lock import WriterLock
+from tests.helpers import run_python
 
 
 def torch_sees_cuda() -> bool:
@@ -143,9 +144,6 @@ def test_a_locked_database_is_a_clear_error_not_a_traceback(scanned_db, monkeypa
 def test_commands_that_embed_nothing_never_load_torch(scanned_db) -> None:
     """The CNN loads when the first image needs it: a rescan that finds nothing new, `status` and `report` start
     without importing torch (a rescan of 10 unchanged camera files: 1.9 s before, 0.4 s now)."""
-    import subprocess
-    import sys
-
     db, root = scanned_db
     code = (
         "import sys; from dupwatch.daemon.cli import main\n"
@@ -153,10 +151,7 @@ def test_commands_that_embed_nothing_never_load_torch(scanned_db) -> None:
         "finally:\n    print('torch loaded:', 'torch' in sys.modules, file=sys.stderr)"
     )
     for args in (["scan", "-q", str(root)], ["status"], ["report", "--format", "json"]):
-        r = subprocess.run(
-            [sys.executable, "-c", code, "--db", str(db), *args], capture_output=True, text=True, timeout=300
-        )
-        assert r.returncode == 0, r.stderr
+        r = run_python(code, "--db", str(db), *args, timeout=300)
         assert "torch loaded: False" in r.stderr, (args, r.stderr[-500:])
 
 
@@ -164,28 +159,19 @@ def test_a_quiet_scan_imports_no_terminal_ui_and_asks_no_helper_program(scanned_
     """`scan -q` (scripts, cron, the benchmarks) shows nothing, so rich is never imported (~25 ms of the start, when
     nothing else can run yet), and every dupwatch process, each decoding worker included, finds its C library
     among what it has loaded instead of importing ctypes.util, which runs ldconfig (~13 ms each)."""
-    import subprocess
-    import sys
-
     db, root = scanned_db
     code = (
         "import sys; from dupwatch.daemon.cli import main\n"
         "try:\n    main(sys.argv[1:], standalone_mode=False)\n"
         "finally:\n    print('loaded:', [m for m in ('rich', 'ctypes.util') if m in sys.modules], file=sys.stderr)"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code, "--db", str(db), "scan", "-q", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
+    r = run_python(code, "--db", str(db), "scan", "-q", str(root), timeout=300)
     assert "loaded: []" in r.stderr, r.stderr[-500:]
     alone = (
         "from dupwatch.daemon.allocator import keep_freed_memory; import sys; keep_freed_memory(); print(sys.modules)"
     )
-    r = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "'ctypes.util'" not in r.stdout, r.stderr
+    r = run_python(alone, timeout=60)
+    assert "'ctypes.util'" not in r.stdout, r.stderr
 
 
 def test_the_command_is_found_after_the_global_options_that_take_a_value() -> None:
@@ -223,9 +209,6 @@ def test_a_decoding_command_starts_its_fork_server_before_it_imports_the_command
     """`dupwatch scan` (watch, demo) starts its decoding workers' fork server before anything heavy is imported, so
     that the server's imports (numpy, Pillow, OpenCV) run on the other core while this process imports its own;
     `report` (no decoding) starts none."""
-    import subprocess
-    import sys
-
     code = (
         "import os, sys\n"
         "def servers():\n"
@@ -253,8 +236,7 @@ def test_a_decoding_command_starts_its_fork_server_before_it_imports_the_command
         (["--db", db, "scan", "--help"], "server True numpy False"),
         (["--db", db, "report", "--help"], "server False numpy False"),
     ):
-        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
+        r = run_python(code, *args)
         assert r.stdout.splitlines()[0] == expected, r.stdout
 
 

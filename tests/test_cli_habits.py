@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from dupwatch.daemon.cli import main
-from tests.helpers import noise_png, run_on_terminal, screen_lines
+from tests.helpers import noise_png, run_on_terminal, run_python, screen_lines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -383,5 +383,4 @@ def test_read_only_commands_start_without_torch(scanned: Path, command: list[str
         f"main({[*command, '--db', str(scanned)]!r}, standalone_mode=False);"
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
-    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    run_python(probe, cwd=REPO, timeout=60)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dupwatch.daemon.config import IMAGE_SUFFIXES, Config, ConfigError, load_config
+from tests.helpers import run_python
 
 
 def test_defaults_when_there_is_no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,9 +151,6 @@ def test_scans_use_one_blas_thread_and_one_opencv_thread() -> None:
     """OpenBLAS's spinning threads beside torch and the decode workers made a scan under another busy process
     take 25 s instead of 17 s; `scan`, `watch` and the decode workers keep numpy's BLAS to one thread, and
     OpenCV's pool (the detail comparison's warps and blurs) likewise."""
-    import subprocess
-    import sys
-
     code = (
         "import numpy; from threadpoolctl import threadpool_info, threadpool_limits\n"
         "threadpool_limits(limits=2, user_api='blas')  # as on any 2-core machine\n"
@@ -160,9 +158,7 @@ def test_scans_use_one_blas_thread_and_one_opencv_thread() -> None:
         "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))\n"
         "import cv2; print(cv2.getNumThreads())"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["[1]", "1"]
+    assert run_python(code, timeout=60).stdout.split() == ["[1]", "1"]
 
 
 def test_the_readme_example_config_is_valid(tmp_path: Path) -> None:

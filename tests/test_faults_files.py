@@ -28,7 +28,7 @@ from dupwatch.daemon.service import Service
 from dupwatch.daemon.store import Store
 from dupwatch.hashing.embedding import tiny_embedder
 from dupwatch.hashing.fingerprint import fingerprint_file
-from tests.helpers import ServiceThread, noise_png, photo_jpeg, wait_until
+from tests.helpers import ServiceThread, noise_png, photo_jpeg, run_python, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium")
@@ -241,9 +241,7 @@ def test_a_64_megapixel_png_is_decoded_in_bounded_memory(tmp_path: Path) -> None
         "from dupwatch.hashing.fingerprint import fingerprint_file;"
         "limit_memory(800 << 20); r = fingerprint_file(sys.argv[1]); print(r.error or 'ok')"
     )
-    out = subprocess.run([sys.executable, "-c", probe, str(big)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert run_python(probe, str(big)).stdout.strip() == "ok"
 
 
 def test_a_worker_over_its_memory_cap_reports_the_file_and_the_scan_goes_on(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from dupwatch.daemon.records import FileStatus
 from dupwatch.daemon.store import Store
 from dupwatch.daemon.workers import WORKER_DIED
 from dupwatch.hashing.embedding import tiny_embedder
-from tests.helpers import dying_fingerprinter, noise_png, wait_until
+from tests.helpers import dying_fingerprinter, noise_png, run_python, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,11 +141,7 @@ while True:  # a forked child per instant: it makes d{n}.db and kills itself at 
 def test_a_process_killed_while_making_the_database_leaves_none_that_the_next_start_refuses(tmp_path: Path) -> None:
     """Killed at each SQL statement of making a new database in turn (the first: right after the file was
     created), the next open makes or completes it; none is left empty or half-made, nor any unfinished file."""
-    out = subprocess.run(
-        [sys.executable, "-c", _KILL_AT_EACH_STATEMENT, str(tmp_path)], cwd=REPO, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    instants = int(out.stdout)
+    instants = int(run_python(_KILL_AT_EACH_STATEMENT, str(tmp_path), cwd=REPO, timeout=None).stdout)
     assert instants > 5
     for n in range(instants):
         db = tmp_path / f"d{n}.db"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from dupwatch.hashing.inference import (
     pointwise_by_onednn,
 )
 from dupwatch.hashing.torch_libraries import skip_meta_kernels
+from tests.helpers import run_python
 
 
 @pytest.fixture(scope="module")
@@ -360,8 +360,7 @@ def test_torchs_libraries_open_ahead_of_its_import_without_stopping_the_other_th
         "import torch\n"
         "print(float(torch.ones(3).sum()))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    r = run_python(code)
     first, second = r.stdout.split("\n")[:2]
     opened, imported, mapped, took, gap = first.split()
     assert (opened, imported, mapped) == ("True", "False", "True"), r.stdout
@@ -400,10 +399,7 @@ def test_torch_imported_without_its_meta_kernels_builds_and_runs_the_same_cnn(mo
         "print(left_out, path.cached, again.cached, same, top[0][0], *top[1])\n"
     )
     out = tmp_path / "feats.npy"
-    r = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "cache"), str(out)], capture_output=True, text=True, timeout=300
-    )
-    assert r.returncode == 0, r.stderr
+    r = run_python(code, str(tmp_path / "cache"), str(out), timeout=300)
     left_out, built, loaded, same, cat, *coffee = r.stdout.split()
     # built there without the meta kernels, then loaded from the cache: the same vectors
     assert (left_out, built, loaded, same) == ("True", "False", "True", "True"), r.stdout
@@ -424,6 +420,4 @@ def test_the_meta_kernels_stay_where_the_cnn_runs_on_cuda() -> None:
         "import torch\n"
         "print(hasattr(torch._meta_registrations, 'register_meta'))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["True"]
+    assert run_python(code).stdout.split() == ["True"]

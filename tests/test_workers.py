@@ -21,7 +21,14 @@ from dupwatch.daemon.pool import RESULT_PIPE_BYTES, decoding_context
 from dupwatch.daemon.store import Store
 from dupwatch.hashing.embedding import tiny_embedder
 from dupwatch.hashing.fingerprint import fingerprint_file
-from tests.helpers import marking_fingerprinter, noise_png, overlap_fingerprinter, photo_jpeg, reporting_fingerprinter
+from tests.helpers import (
+    marking_fingerprinter,
+    noise_png,
+    overlap_fingerprinter,
+    photo_jpeg,
+    reporting_fingerprinter,
+    run_python,
+)
 
 _COMPARISONS = """
 import resource, sys
@@ -43,8 +50,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 
 
 def _faults_per_comparison(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _COMPARISONS, mode], capture_output=True, text=True, check=True)
-    return float(out.stdout)
+    return float(run_python(_COMPARISONS, mode, timeout=None).stdout)
 
 
 def test_array_temporaries_reuse_freed_memory_instead_of_faulting_in_new_pages() -> None:
@@ -66,8 +72,7 @@ print(max([i["num_threads"] for i in threadpool_info() if i["internal_api"] == "
 
 
 def _blas_threads(env: dict[str, str]) -> int:
-    out = subprocess.run([sys.executable, "-c", _BLAS_THREADS], capture_output=True, text=True, check=True, env=env)
-    return int(out.stdout)
+    return int(run_python(_BLAS_THREADS, env=env, timeout=None).stdout)
 
 
 def test_a_dupwatch_process_starts_numpy_with_one_blas_thread_unless_told_otherwise() -> None:
@@ -99,7 +104,7 @@ def test_a_process_whose_blas_started_with_one_thread_limits_nothing_more() -> N
         "from threadpoolctl import threadpool_info\n"
         "print(sorted({i['num_threads'] for i in threadpool_info() if i['internal_api'] == 'openblas'}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    out = run_python(code, env=env, timeout=None).stdout
     if out.split()[2:] == ["[]"]:
         pytest.skip("this numpy does not use OpenBLAS")
     assert out.split() == ["False", "1", "[1]"], out
